@@ -1,0 +1,111 @@
+/** @module Errors as RFC 9457 application/problem+json, from one onError handler. */
+import type { Context, ErrorHandler } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import type { z } from 'zod'
+
+import { type ErrorCode, type FieldError, PgschedError } from '../../core/errors.ts'
+import type { Logger } from '../../core/types.ts'
+import { PG_ERROR } from '../../db/client.ts'
+
+const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+  validation: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  unavailable: 503,
+  config: 500,
+  migration_too_new: 500,
+  internal: 500,
+}
+
+const TITLE: Record<ErrorCode, string> = {
+  validation: 'Invalid request',
+  unauthorized: 'Unauthorized',
+  forbidden: 'Forbidden',
+  not_found: 'Not found',
+  conflict: 'Conflict',
+  unavailable: 'Service unavailable',
+  config: 'Server misconfigured',
+  migration_too_new: 'Server misconfigured',
+  internal: 'Internal error',
+}
+
+/** Writes a problem+json response. */
+export function problem(
+  c: Context,
+  code: ErrorCode,
+  detail: string,
+  errors?: readonly FieldError[],
+): Response {
+  const status = STATUS[code]
+  const body = {
+    type: `urn:pgsched:problem:${code}`,
+    title: TITLE[code],
+    status,
+    detail,
+    ...(errors?.length ? { errors } : {}),
+  }
+  const headers: Record<string, string> = { 'content-type': 'application/problem+json' }
+  if (code === 'unauthorized') headers['www-authenticate'] = 'Bearer'
+  return c.body(JSON.stringify(body), status, headers)
+}
+
+/** Turns zod issues into field errors; `source` prefixes query and path fields. */
+export function fieldErrors(error: z.ZodError): FieldError[] {
+  return error.issues.map((i) => {
+    const keys = i.code === 'unrecognized_keys' ? i.keys : []
+    const field = [...i.path.map(String), ...keys.slice(0, 1)].join('.') || '(body)'
+    const message =
+      i.code === 'unrecognized_keys'
+        ? `unknown field${keys.length > 1 ? 's' : ''} ${keys.join(', ')}`
+        : i.message
+    return { field, message }
+  })
+}
+
+/** A Postgres error as postgres.js raises it. */
+interface PgError {
+  code?: string
+  column_name?: string
+  message: string
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  '57P01',
+  '57P03',
+])
+
+/** Maps any error to a problem response; unknown errors are logged, never shown. */
+export function onError(logger: Logger): ErrorHandler {
+  return (err, c) => {
+    if (err instanceof PgschedError) return problem(c, err.code, err.message, err.errors)
+    if (err instanceof HTTPException) {
+      if (err.status === 400) return problem(c, 'validation', 'the request body is not valid JSON')
+      return err.getResponse()
+    }
+    const pg = err as PgError
+    if (pg.code === PG_ERROR.invalidParameter) {
+      const field = pg.column_name ?? '(body)'
+      const message = pg.message.replace(/^pgsched: [^:]+: /, '')
+      return problem(c, 'validation', `${field}: ${message}`, [{ field, message }])
+    }
+    if (pg.code === PG_ERROR.noDataFound)
+      return problem(c, 'not_found', pg.message.replace(/^pgsched: /, ''))
+    if (pg.code === PG_ERROR.objectNotInState)
+      return problem(c, 'conflict', pg.message.replace(/^pgsched: /, ''))
+    if (pg.code && CONNECTION_CODES.has(pg.code)) {
+      c.header('retry-after', '5')
+      return problem(c, 'unavailable', 'the database is unavailable; retry shortly')
+    }
+    logger.error({ err, path: c.req.path }, 'api: unhandled error')
+    return problem(c, 'internal', 'an internal error occurred')
+  }
+}

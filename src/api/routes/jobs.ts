@@ -1,0 +1,285 @@
+/** @module Routes of /v1/jobs: submit, list, read, change, cancel, trigger, and a job's runs. */
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
+import { z } from 'zod'
+
+import { PgschedError } from '../../core/errors.ts'
+import {
+  IdParamSchema,
+  JobListQuerySchema,
+  JobPatchSchema,
+  JobSchema,
+  JobSubmissionSchema,
+  PageQuerySchema,
+  ProblemSchema,
+  RunSchema,
+} from '../../core/schemas.ts'
+import type { Job } from '../../core/types.ts'
+import type { Sql, SqlPool } from '../../db/client.ts'
+import {
+  jobCancel,
+  jobGet,
+  jobList,
+  jobPause,
+  jobResume,
+  jobSetPriority,
+  jobSetSchedule,
+  jobSubmit,
+  jobTrigger,
+} from '../../db/queries/jobs.ts'
+import { runGet, runListForJob } from '../../db/queries/runs.ts'
+import { planFirstTick } from '../../scheduler/ticker.ts'
+import { currentTraceparent, tracer } from '../../telemetry/tracing.ts'
+import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
+import { jsonify, page } from '../serialize.ts'
+
+const security = [{ bearerAuth: [] }]
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  content: { 'application/json': { schema } },
+  description,
+})
+const problems = {
+  400: {
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+    description: 'Invalid request',
+  },
+  401: {
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+    description: 'No valid token',
+  },
+  403: {
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+    description: 'Role may not',
+  },
+  404: {
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+    description: 'No such job',
+  },
+  409: {
+    content: { 'application/problem+json': { schema: ProblemSchema } },
+    description: 'Conflicts with the job state',
+  },
+}
+const JobPage = z.object({ items: z.array(JobSchema), next_cursor: z.string().nullable() })
+const RunPage = z.object({ items: z.array(RunSchema), next_cursor: z.string().nullable() })
+
+/** Loads a job the principal may see, or throws 404. */
+async function visibleJob(
+  sql: Sql,
+  c: { get(k: 'principal'): AppEnv['Variables']['principal'] },
+  id: number,
+): Promise<Job> {
+  return requireVisible(c.get('principal'), 'job', id, await jobGet(sql, id))
+}
+
+/** Registers the job routes. */
+export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/jobs',
+      summary: 'Submit a job',
+      security,
+      request: {
+        body: { content: { 'application/json': { schema: JobSubmissionSchema } }, required: true },
+        headers: z.object({
+          'idempotency-key': z.string().min(1).max(200).optional().meta({
+            description:
+              'The same key from the same user returns the first job (200) instead of a new one',
+          }),
+        }),
+      },
+      responses: {
+        201: json(JobSchema, 'Job created'),
+        200: json(JobSchema, 'The job first submitted with this Idempotency-Key'),
+        ...problems,
+      },
+    }),
+    async (c) => {
+      const p = c.get('principal')
+      requireRole(p, 'write')
+      const body = c.req.valid('json')
+      const key = c.req.valid('header')['idempotency-key']
+      const { job, created } = await tracer.startActiveSpan('pgsched.api.submit', async (span) => {
+        try {
+          return await sql.begin(async (tx) => {
+            const res = await jobSubmit(
+              tx,
+              { ...body, run_at: body.run_at ? new Date(body.run_at) : null, idempotency_key: key },
+              p.sub,
+              currentTraceparent(),
+            )
+            if (res.created && res.job.schedule !== null) {
+              res.job.next_run = await planFirstTick(
+                tx,
+                res.job.job_id,
+                res.job.schedule,
+                res.job.timezone,
+                res.job.created_at,
+              )
+            }
+            return res
+          })
+        } finally {
+          span.end()
+        }
+      })
+      return c.json(jsonify(job), created ? 201 : 200)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/jobs',
+      summary: 'List jobs, newest first',
+      security,
+      request: { query: JobListQuerySchema },
+      responses: { 200: json(JobPage, 'A page of jobs'), ...problems },
+    }),
+    async (c) => {
+      const p = c.get('principal')
+      requireRole(p, 'read')
+      const q = c.req.valid('query')
+      const rows = await jobList(sql, {
+        owner: ownerScope(p),
+        status: q.status,
+        name: q.name,
+        before: q.cursor === undefined ? undefined : Number(q.cursor),
+        limit: q.limit,
+      })
+      return c.json(
+        page(rows, q.limit, (j) => j.job_id),
+        200,
+      )
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/jobs/{id}',
+      summary: 'Read a job',
+      security,
+      request: { params: IdParamSchema },
+      responses: { 200: json(JobSchema, 'The job'), ...problems },
+    }),
+    async (c) => {
+      requireRole(c.get('principal'), 'read')
+      const { id } = c.req.valid('param')
+      return c.json(jsonify(await visibleJob(sql, c, id)), 200)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/v1/jobs/{id}',
+      summary: 'Pause, resume, or change priority or schedule',
+      security,
+      request: {
+        params: IdParamSchema,
+        body: { content: { 'application/json': { schema: JobPatchSchema } }, required: true },
+      },
+      responses: { 200: json(JobSchema, 'The changed job'), ...problems },
+    }),
+    async (c) => {
+      requireRole(c.get('principal'), 'write')
+      const { id } = c.req.valid('param')
+      const patch = c.req.valid('json')
+      const job = await sql.begin(async (tx) => {
+        const job = await visibleJob(tx, c, id)
+        if (job.status === 'cancelled' || job.status === 'completed') {
+          throw new PgschedError('conflict', `job ${id} is ${job.status} and cannot change`)
+        }
+        if (patch.priority !== undefined) await jobSetPriority(tx, id, patch.priority)
+        if (patch.schedule !== undefined || patch.timezone !== undefined) {
+          if (job.schedule === null) {
+            throw new PgschedError(
+              'conflict',
+              `job ${id} runs once; only a scheduled job's schedule can change`,
+            )
+          }
+          const schedule = patch.schedule ?? job.schedule
+          const timezone = patch.timezone ?? job.timezone
+          const base = await jobSetSchedule(tx, id, schedule, timezone)
+          if (job.status === 'active') await planFirstTick(tx, id, schedule, timezone, base)
+        }
+        if (patch.status === 'paused' && job.status === 'active') await jobPause(tx, id)
+        if (patch.status === 'active' && job.status === 'paused') await jobResume(tx, id)
+        return (await jobGet(tx, id))!
+      })
+      return c.json(jsonify(job), 200)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/jobs/{id}',
+      summary: 'Cancel a job: queued runs are cancelled and a running run is stopped',
+      security,
+      request: { params: IdParamSchema },
+      responses: { 200: json(JobSchema, 'The cancelled job'), ...problems },
+    }),
+    async (c) => {
+      requireRole(c.get('principal'), 'write')
+      const { id } = c.req.valid('param')
+      const job = await sql.begin(async (tx) => {
+        const job = await visibleJob(tx, c, id)
+        if (job.status === 'completed')
+          throw new PgschedError('conflict', `job ${id} has already completed`)
+        await jobCancel(tx, id)
+        return (await jobGet(tx, id))!
+      })
+      return c.json(jsonify(job), 200)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/jobs/{id}/trigger',
+      summary: 'Run a job now, outside its schedule',
+      security,
+      request: { params: IdParamSchema },
+      responses: { 201: json(RunSchema, 'The new run'), ...problems },
+    }),
+    async (c) => {
+      requireRole(c.get('principal'), 'write')
+      const { id } = c.req.valid('param')
+      const run = await sql.begin(async (tx) => {
+        await visibleJob(tx, c, id)
+        const { owner: _owner, ...run } = (await runGet(tx, await jobTrigger(tx, id)))!
+        return run
+      })
+      return c.json(jsonify(run), 201)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/jobs/{id}/runs',
+      summary: "List a job's runs, newest first",
+      security,
+      request: { params: IdParamSchema, query: PageQuerySchema },
+      responses: { 200: json(RunPage, 'A page of runs'), ...problems },
+    }),
+    async (c) => {
+      requireRole(c.get('principal'), 'read')
+      const { id } = c.req.valid('param')
+      const q = c.req.valid('query')
+      await visibleJob(sql, c, id)
+      const rows = await runListForJob(
+        sql,
+        id,
+        q.limit,
+        q.cursor === undefined ? undefined : Number(q.cursor),
+      )
+      return c.json(
+        page(rows, q.limit, (r) => r.run_id),
+        200,
+      )
+    },
+  )
+}

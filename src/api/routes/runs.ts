@@ -1,0 +1,129 @@
+/** @module Routes of runs: read one with its attempts, replay a dead one, list dead letters. */
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
+import { z } from 'zod'
+
+import { PgschedError } from '../../core/errors.ts'
+import {
+  IdParamSchema,
+  PageQuerySchema,
+  ProblemSchema,
+  RunDetailSchema,
+  RunSchema,
+} from '../../core/schemas.ts'
+import type { Principal } from '../../core/types.ts'
+import type { Sql, SqlPool } from '../../db/client.ts'
+import { runAttempts, runGet, runListDead, runRetryDead } from '../../db/queries/runs.ts'
+import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
+import { jsonify, page } from '../serialize.ts'
+
+const security = [{ bearerAuth: [] }]
+const problem = (description: string) => ({
+  content: { 'application/problem+json': { schema: ProblemSchema } },
+  description,
+})
+const problems = {
+  400: problem('Invalid request'),
+  401: problem('No valid token'),
+  403: problem('Role may not'),
+  404: problem('No such run'),
+  409: problem('The run is not dead'),
+}
+
+async function runDetail(sql: Sql, p: Principal, id: number) {
+  const { owner: _owner, ...run } = requireVisible(p, 'run', id, await runGet(sql, id))
+  const attempts = await runAttempts(sql, id)
+  return { ...jsonify(run), attempts: attempts.map(jsonify) }
+}
+
+/** Registers the run routes. */
+export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/runs/{id}',
+      summary: 'Read a run with its attempts',
+      security,
+      request: { params: IdParamSchema },
+      responses: {
+        200: {
+          content: { 'application/json': { schema: RunDetailSchema } },
+          description: 'The run',
+        },
+        ...problems,
+      },
+    }),
+    async (c) => {
+      const p = c.get('principal')
+      requireRole(p, 'read')
+      return c.json(await runDetail(sql, p, c.req.valid('param').id), 200)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/runs/{id}/retry',
+      summary: 'Replay a dead-lettered run: it gets one more attempt, now',
+      security,
+      request: { params: IdParamSchema },
+      responses: {
+        200: {
+          content: { 'application/json': { schema: RunDetailSchema } },
+          description: 'The replayed run',
+        },
+        ...problems,
+      },
+    }),
+    async (c) => {
+      const p = c.get('principal')
+      requireRole(p, 'write')
+      const { id } = c.req.valid('param')
+      const run = await sql.begin(async (tx) => {
+        const run = requireVisible(p, 'run', id, await runGet(tx, id))
+        if (!(await runRetryDead(tx, id))) {
+          throw new PgschedError(
+            'conflict',
+            `run ${id} is ${run.status}; only a dead run can be replayed`,
+          )
+        }
+        return runDetail(tx, p, id)
+      })
+      return c.json(run, 200)
+    },
+  )
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/dead-letters',
+      summary: 'List dead-lettered runs (retries exhausted), newest first',
+      security,
+      request: { query: PageQuerySchema },
+      responses: {
+        200: {
+          content: {
+            'application/json': {
+              schema: z.object({ items: z.array(RunSchema), next_cursor: z.string().nullable() }),
+            },
+          },
+          description: 'A page of dead runs',
+        },
+        ...problems,
+      },
+    }),
+    async (c) => {
+      const p = c.get('principal')
+      requireRole(p, 'read')
+      const q = c.req.valid('query')
+      const rows = await runListDead(sql, {
+        owner: ownerScope(p),
+        limit: q.limit,
+        before: q.cursor === undefined ? undefined : Number(q.cursor),
+      })
+      return c.json(
+        page(rows, q.limit, (r) => r.run_id),
+        200,
+      )
+    },
+  )
+}

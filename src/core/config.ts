@@ -1,0 +1,94 @@
+/** @module Configuration: one pure resolver from explicit options and environment to a frozen object. */
+import { PgschedError } from './errors.ts'
+
+/** Default HTTP port. */
+export const PORT_DEFAULT = 8080
+/** Default number of runs one worker process executes at once. */
+export const WORKER_CONCURRENCY_DEFAULT = 10
+/** How often a follower scheduler tries to take the leader lock. */
+export const LEADER_POLL_SECONDS_DEFAULT = 5
+/** Grace between SIGTERM and SIGKILL when a command times out or is cancelled. */
+export const KILL_GRACE_SECONDS_DEFAULT = 10
+/** Where embedded PostgreSQL, the dev JWT secret and the dev password live. */
+export const DATA_DIR_DEFAULT = '.pgsched'
+/** Where task handlers are loaded from, one module per task. */
+export const TASKS_DIR_DEFAULT = 'tasks'
+/** Port of the embedded PostgreSQL server. */
+export const EMBEDDED_PG_PORT_DEFAULT = 54329
+
+/** The resolved configuration of a pgsched process. */
+export interface PgschedConfig {
+  /** Postgres URL; absent means embedded PostgreSQL (dev mode). */
+  readonly databaseUrl: string | undefined
+  readonly port: number
+  /** HS256 secret for tokens; in dev mode generated once and kept in the data folder. */
+  readonly jwtSecret: string | undefined
+  /** JWKS URL of an identity provider whose tokens are also accepted. */
+  readonly jwksUrl: string | undefined
+  readonly jwtIssuer: string | undefined
+  readonly jwtAudience: string | undefined
+  readonly workerConcurrency: number
+  readonly leaderPollSeconds: number
+  readonly killGraceSeconds: number
+  readonly dataDir: string
+  readonly tasksDir: string
+  readonly embeddedPgPort: number
+  readonly logLevel: string
+}
+
+/** Environment variables read by pgsched, by name. */
+export type ConfigEnv = Readonly<Record<string, string | undefined>>
+
+function int(env: ConfigEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new PgschedError(
+      'config',
+      `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+    )
+  }
+  return n
+}
+
+function str(env: ConfigEnv, name: string): string | undefined {
+  const v = env[name]
+  return v === undefined || v === '' ? undefined : v
+}
+
+/**
+ * Resolves configuration: explicit `overrides` win over `env`, which wins over defaults.
+ * Invalid values throw a PgschedError naming the variable.
+ */
+export function resolveConfig(
+  env: ConfigEnv,
+  overrides: Partial<PgschedConfig> = {},
+): PgschedConfig {
+  const jwtSecret = str(env, 'PGSCHED_JWT_SECRET')
+  if (jwtSecret !== undefined && jwtSecret.length < 32) {
+    throw new PgschedError('config', 'PGSCHED_JWT_SECRET must be at least 32 characters')
+  }
+  const defaults = {
+    databaseUrl: str(env, 'DATABASE_URL'),
+    port: int(env, 'PORT', PORT_DEFAULT, 0, 65535),
+    jwtSecret,
+    jwksUrl: str(env, 'PGSCHED_JWKS_URL'),
+    jwtIssuer: str(env, 'PGSCHED_JWT_ISSUER'),
+    jwtAudience: str(env, 'PGSCHED_JWT_AUDIENCE'),
+    workerConcurrency: int(env, 'PGSCHED_WORKER_CONCURRENCY', WORKER_CONCURRENCY_DEFAULT, 1, 1000),
+    leaderPollSeconds: int(
+      env,
+      'PGSCHED_LEADER_POLL_SECONDS',
+      LEADER_POLL_SECONDS_DEFAULT,
+      1,
+      3600,
+    ),
+    killGraceSeconds: int(env, 'PGSCHED_KILL_GRACE_SECONDS', KILL_GRACE_SECONDS_DEFAULT, 0, 3600),
+    dataDir: str(env, 'PGSCHED_DATA_DIR') ?? DATA_DIR_DEFAULT,
+    tasksDir: str(env, 'PGSCHED_TASKS_DIR') ?? TASKS_DIR_DEFAULT,
+    embeddedPgPort: int(env, 'PGSCHED_EMBEDDED_PG_PORT', EMBEDDED_PG_PORT_DEFAULT, 1, 65535),
+    logLevel: str(env, 'PGSCHED_LOG_LEVEL') ?? 'info',
+  } satisfies PgschedConfig
+  return Object.freeze({ ...defaults, ...overrides })
+}

@@ -1,0 +1,47 @@
+/**
+ * @module Cron maths: which tick a schedule fires now, and the next one. Uses cron-parser; the SQL
+ * check pgsched.validate_cron accepts a subset of what it accepts.
+ */
+import { CronExpressionParser } from 'cron-parser'
+
+import { PgschedError } from './errors.ts'
+
+function parse(schedule: string, timezone: string, currentDate: Date) {
+  try {
+    return CronExpressionParser.parse(schedule, { tz: timezone, currentDate })
+  } catch (e) {
+    throw new PgschedError(
+      'validation',
+      `schedule ${JSON.stringify(schedule)} cannot be planned: ${(e as Error).message}`,
+      {
+        cause: e,
+        errors: [{ field: 'schedule', message: (e as Error).message }],
+      },
+    )
+  }
+}
+
+/** The first tick strictly after `after`. */
+export function cronNext(schedule: string, timezone: string, after: Date): Date {
+  return parse(schedule, timezone, after).next().toDate()
+}
+
+/** The latest tick at or before `at`. */
+export function cronLatest(schedule: string, timezone: string, at: Date): Date {
+  // prev() is strictly before currentDate, so step 1 ms past `at` to include a tick equal to it.
+  return parse(schedule, timezone, new Date(at.getTime() + 1))
+    .prev()
+    .toDate()
+}
+
+/**
+ * Plans a due schedule: the tick to fire is the latest one at or before `now` (after downtime
+ * a schedule fires once, for its latest missed tick), and the next is the first after `now`.
+ */
+export function planDueTick(
+  schedule: string,
+  timezone: string,
+  now: Date,
+): { tick: Date; next: Date } {
+  return { tick: cronLatest(schedule, timezone, now), next: cronNext(schedule, timezone, now) }
+}

@@ -1,0 +1,163 @@
+/**
+ * @module Request and response schemas of the REST API (zod). The SQL functions validate again
+ * and are the authority; these shape the requests and the OpenAPI document.
+ */
+import { z } from 'zod'
+
+import { JOB_STATUSES, RUN_STATUSES } from './types.ts'
+
+const laneName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be 1-100 characters of letters, digits, _ . : -')
+
+/** Body of POST /v1/jobs. */
+export const JobSubmissionSchema = z
+  .strictObject({
+    name: z.string().trim().min(1, 'is required').max(200),
+    command: z.string().min(1).max(100_000).optional(),
+    task: laneName.optional(),
+    payload: z.json().optional(),
+    schedule: z.string().min(1).max(200).optional(),
+    timezone: z.string().min(1).max(100).optional(),
+    run_at: z.iso.datetime({ offset: true }).optional(),
+    priority: z.int().min(1).max(10).default(5),
+    max_retries: z.int().min(0).max(100).default(3),
+    backoff_base_seconds: z.int().min(0).max(86_400).default(60),
+    timeout_seconds: z.int().min(1).max(604_800).default(3600),
+    queue: laneName.optional(),
+  })
+  .superRefine((b, ctx) => {
+    if ((b.command === undefined) === (b.task === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['command'],
+        message: 'give exactly one of command or task',
+      })
+    }
+    if (b.payload !== undefined && b.task === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['payload'], message: 'only a task takes a payload' })
+    }
+    if (b.schedule !== undefined && b.run_at !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['run_at'],
+        message: 'give at most one of schedule or run_at',
+      })
+    }
+    if (b.timezone !== undefined && b.schedule === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['timezone'],
+        message: 'timezone applies to a schedule only',
+      })
+    }
+  })
+  .meta({ id: 'JobSubmission' })
+
+/** Body of PATCH /v1/jobs/{id}. */
+export const JobPatchSchema = z
+  .strictObject({
+    status: z.enum(['paused', 'active']).optional(),
+    priority: z.int().min(1).max(10).optional(),
+    schedule: z.string().min(1).max(200).optional(),
+    timezone: z.string().min(1).max(100).optional(),
+  })
+  .refine((b) => Object.keys(b).length > 0, {
+    message: 'give at least one of status, priority, schedule',
+  })
+  .meta({ id: 'JobPatch' })
+
+const isoTime = z.iso.datetime({ offset: true })
+
+/** A job in responses. */
+export const JobSchema = z
+  .object({
+    job_id: z.int(),
+    owner: z.string(),
+    name: z.string(),
+    kind: z.enum(['command', 'task']),
+    command: z.string().nullable(),
+    task: z.string().nullable(),
+    payload: z.unknown().meta({ description: 'the task payload (JSON), null for a command' }),
+    schedule: z.string().nullable(),
+    timezone: z.string(),
+    next_run: isoTime.nullable(),
+    priority: z.int(),
+    max_retries: z.int(),
+    backoff_base_seconds: z.int(),
+    timeout_seconds: z.int(),
+    queue: z.string().nullable(),
+    status: z.enum(JOB_STATUSES),
+    created_at: isoTime,
+    updated_at: isoTime,
+  })
+  .meta({ id: 'Job' })
+
+/** One attempt in responses. */
+export const AttemptSchema = z
+  .object({
+    attempt: z.int(),
+    worker: z.string(),
+    started_at: isoTime,
+    finished_at: isoTime.nullable(),
+    outcome: z.enum(['running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost']),
+    exit_code: z.int().nullable(),
+    error: z.string().nullable(),
+  })
+  .meta({ id: 'Attempt' })
+
+/** A run in responses. */
+export const RunSchema = z
+  .object({
+    run_id: z.int(),
+    job_id: z.int(),
+    job_name: z.string(),
+    status: z.enum(RUN_STATUSES),
+    attempt: z.int(),
+    scheduled_for: isoTime,
+    available_at: isoTime,
+    started_at: isoTime.nullable(),
+    finished_at: isoTime.nullable(),
+    worker: z.string().nullable(),
+    exit_code: z.int().nullable(),
+    output: z.string().nullable().meta({ description: 'the last 64 KiB of stdout and stderr' }),
+    error: z.string().nullable(),
+    created_at: isoTime,
+  })
+  .meta({ id: 'Run' })
+
+/** A run with its attempts. */
+export const RunDetailSchema = RunSchema.extend({ attempts: z.array(AttemptSchema) }).meta({
+  id: 'RunDetail',
+})
+
+/** Query of list endpoints. */
+export const PageQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  cursor: z
+    .string()
+    .regex(/^[1-9][0-9]{0,15}$/, 'must be a next_cursor from a previous page')
+    .optional(),
+})
+
+/** Query of GET /v1/jobs. */
+export const JobListQuerySchema = PageQuerySchema.extend({
+  status: z.enum(JOB_STATUSES).optional(),
+  name: z.string().min(1).max(200).optional(),
+})
+
+/** Path parameter `id`. */
+export const IdParamSchema = z.object({
+  id: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+})
+
+/** An RFC 9457 problem document. */
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.int(),
+    detail: z.string(),
+    errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
+  })
+  .meta({ id: 'Problem' })

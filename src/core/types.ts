@@ -1,0 +1,116 @@
+/**
+ * @module The words of pgsched, and the types that carry them.
+ *
+ * Glossary:
+ * - job: a definition a user submitted: what to execute (a command or a task) and when (once,
+ *   at run_at, or on a schedule), with its priority, retry policy, timeout and owner.
+ * - run: one occurrence of a job, the unit of execution and history; unique per (job, scheduled_for).
+ * - attempt: one execution of a run; a failed attempt is retried as the next attempt after backoff.
+ * - schedule: a cron expression (5 fields, or 6 with seconds first) in an IANA time zone.
+ * - tick: one instant a schedule names; each tick creates at most one run.
+ * - task: a named handler registered with the worker, given the job's JSON payload.
+ * - command: a shell string, executed with /bin/sh -c in its own process group.
+ * - worker: a process that executes runs (through the executor).
+ * - leader: the one scheduler process holding the advisory lock; it fires ticks.
+ * - executor: Graphile Worker, which hands each attempt to exactly one worker.
+ */
+
+/** Job states. */
+export const JOB_STATUSES = Object.freeze(['active', 'paused', 'completed', 'cancelled'] as const)
+/** A job's state. */
+export type JobStatus = (typeof JOB_STATUSES)[number]
+
+/** Run states: `failed` will retry, `dead` will not (the dead-letter list). */
+export const RUN_STATUSES = Object.freeze([
+  'waiting',
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'dead',
+  'cancelled',
+  'skipped',
+] as const)
+/** A run's state. */
+export type RunStatus = (typeof RUN_STATUSES)[number]
+
+/** How an attempt ended. */
+export type AttemptOutcome = 'running' | 'succeeded' | 'failed' | 'timed_out' | 'cancelled' | 'lost'
+
+/** Roles carried in a token's `roles` claim. */
+export const ROLES = Object.freeze(['admin', 'submitter', 'viewer'] as const)
+/** A role. */
+export type Role = (typeof ROLES)[number]
+
+/** The authenticated caller. */
+export interface Principal {
+  sub: string
+  roles: readonly Role[]
+}
+
+/** A job as the API shows it. */
+export interface Job {
+  job_id: number
+  owner: string
+  name: string
+  kind: 'command' | 'task'
+  command: string | null
+  task: string | null
+  payload: unknown
+  schedule: string | null
+  timezone: string
+  next_run: Date | null
+  priority: number
+  max_retries: number
+  backoff_base_seconds: number
+  timeout_seconds: number
+  queue: string | null
+  status: JobStatus
+  created_at: Date
+  updated_at: Date
+}
+
+/** One attempt of a run. */
+export interface Attempt {
+  attempt: number
+  worker: string
+  started_at: Date
+  finished_at: Date | null
+  outcome: AttemptOutcome
+  exit_code: number | null
+  error: string | null
+}
+
+/** A run as the API shows it. */
+export interface Run {
+  run_id: number
+  job_id: number
+  job_name: string
+  status: RunStatus
+  attempt: number
+  scheduled_for: Date
+  available_at: Date
+  started_at: Date | null
+  finished_at: Date | null
+  worker: string | null
+  exit_code: number | null
+  output: string | null
+  error: string | null
+  created_at: Date
+}
+
+/** Minimal structured logger; pino's logger satisfies it. */
+export interface Logger {
+  debug(obj: object | string, msg?: string): void
+  info(obj: object | string, msg?: string): void
+  warn(obj: object | string, msg?: string): void
+  error(obj: object | string, msg?: string): void
+}
+
+/** A logger that drops everything, for tests and library use. */
+export const silentLogger: Logger = Object.freeze({
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+})

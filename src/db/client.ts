@@ -1,0 +1,48 @@
+/**
+ * @module The postgres.js client. `Sql` (a pool, a transaction or a reserved connection) is the
+ * first argument of every query in queries/. Internal seam: may change without notice.
+ */
+import postgres from 'postgres'
+
+/** A postgres.js pool, transaction or reserved connection. */
+export type Sql = postgres.Sql | postgres.TransactionSql | postgres.ReservedSql
+
+/** A pool, as returned by createSql. */
+export type SqlPool = postgres.Sql
+
+/** Options for createSql. */
+export interface SqlOptions {
+  /** Pool size. @default 10 */
+  max?: number
+  /** Application name shown in pg_stat_activity. @default 'pgsched' */
+  applicationName?: string
+  /** Seconds to wait for a connection before failing. @default 10 */
+  connectTimeoutSeconds?: number
+}
+
+/** Opens a pool. int8 values (ids) come back as numbers; ids never approach 2^53. */
+export function createSql(url: string, options: SqlOptions = {}): SqlPool {
+  return postgres(url, {
+    max: options.max ?? 10,
+    connect_timeout: options.connectTimeoutSeconds ?? 10,
+    connection: { application_name: options.applicationName ?? 'pgsched' },
+    onnotice: () => {},
+    types: {
+      bigint: {
+        to: 20,
+        from: [20],
+        serialize: (x: number) => String(x),
+        parse: (x: string) => Number(x),
+      },
+    },
+  })
+}
+
+/** SQLSTATE codes pgsched's SQL raises or relies on. */
+export const PG_ERROR = Object.freeze({
+  invalidParameter: '22023',
+  noDataFound: 'P0002',
+  objectNotInState: '55000',
+  uniqueViolation: '23505',
+  undefinedTable: '42P01',
+})

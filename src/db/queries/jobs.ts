@@ -1,0 +1,210 @@
+/** @module Queries on pgsched.jobs. The only runtime SQL for jobs; each takes `sql` first. */
+import type { Job, JobStatus } from '../../core/types.ts'
+import type { Sql } from '../client.ts'
+
+/** What a submission carries; mirrors the arguments of pgsched.submit_job. */
+export interface JobSubmission {
+  name: string
+  command?: string | null
+  task?: string | null
+  payload?: unknown
+  schedule?: string | null
+  timezone?: string | null
+  run_at?: Date | null
+  priority?: number
+  max_retries?: number
+  backoff_base_seconds?: number
+  timeout_seconds?: number
+  queue?: string | null
+  idempotency_key?: string | null
+}
+
+// next_run: a schedule's next tick, or a one-off job's pending occurrence.
+const jobColumns = (sql: Sql) => sql`
+  j.id AS job_id, j.owner, j.name, j.kind, j.command, j.task, j.payload, j.schedule, j.timezone,
+  CASE WHEN j.schedule IS NOT NULL THEN j.next_run_at
+       ELSE (SELECT min(r.scheduled_for) FROM pgsched.runs r
+             WHERE r.job_id = j.id AND r.status IN ('waiting', 'queued')) END AS next_run,
+  j.priority, j.max_retries, j.backoff_base_seconds, j.timeout_seconds, j.queue, j.status,
+  j.created_at, j.updated_at`
+
+/**
+ * Submits a job through pgsched.submit_job, the SQL API's own function, so REST and SQL share
+ * one implementation. `created` is false when the idempotency key returned an earlier job.
+ */
+export async function jobSubmit(
+  sql: Sql,
+  s: JobSubmission,
+  owner: string,
+  traceparent: string | null,
+): Promise<{ job: Job; created: boolean }> {
+  const [submitted] = await sql<{ id: number }[]>`
+    SELECT pgsched.submit_job(
+      name => ${s.name},
+      command => ${s.command ?? null},
+      task => ${s.task ?? null},
+      payload => ${s.payload === undefined ? null : sql.json(s.payload as never)}::jsonb,
+      schedule => ${s.schedule ?? null},
+      timezone => ${s.timezone ?? 'UTC'},
+      run_at => ${s.run_at ?? null}::timestamptz,
+      priority => ${s.priority ?? 5}::integer,
+      max_retries => ${s.max_retries ?? 3}::integer,
+      backoff_base_seconds => ${s.backoff_base_seconds ?? 60}::integer,
+      timeout_seconds => ${s.timeout_seconds ?? 3600}::integer,
+      queue => ${s.queue ?? null},
+      idempotency_key => ${s.idempotency_key ?? null},
+      owner => ${owner},
+      traceparent => ${traceparent}
+    ) AS id`
+  // A job created by this transaction carries its start time; an idempotent replay is older.
+  const [row] = await sql<(Job & { created: boolean })[]>`
+    SELECT ${jobColumns(sql)}, j.created_at = now() AS created
+    FROM pgsched.jobs j WHERE j.id = ${submitted!.id}`
+  const { created, ...job } = row!
+  return { job, created }
+}
+
+/** One job by id, or undefined. */
+export async function jobGet(sql: Sql, id: number): Promise<Job | undefined> {
+  const [job] = await sql<Job[]>`SELECT ${jobColumns(sql)} FROM pgsched.jobs j WHERE j.id = ${id}`
+  return job
+}
+
+/** Filters for jobList; `owner` undefined lists every owner's jobs. */
+export interface JobListFilter {
+  owner?: string
+  status?: JobStatus
+  name?: string
+  /** List jobs with ids below this one (newest first). */
+  before?: number
+  limit: number
+}
+
+/** Jobs, newest first, one page. */
+export async function jobList(sql: Sql, f: JobListFilter): Promise<Job[]> {
+  return sql<Job[]>`
+    SELECT ${jobColumns(sql)} FROM pgsched.jobs j
+    WHERE true
+      ${f.owner === undefined ? sql`` : sql`AND j.owner = ${f.owner}`}
+      ${f.status === undefined ? sql`` : sql`AND j.status = ${f.status}`}
+      ${f.name === undefined ? sql`` : sql`AND j.name = ${f.name}`}
+      ${f.before === undefined ? sql`` : sql`AND j.id < ${f.before}`}
+    ORDER BY j.id DESC
+    LIMIT ${f.limit}`
+}
+
+/** Cancels a job through pgsched.cancel_job. False when it had already ended. */
+export async function jobCancel(sql: Sql, id: number): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`SELECT pgsched.cancel_job(${id}) AS ok`
+  return row!.ok
+}
+
+/** Pauses an active job. False when it was not active. */
+export async function jobPause(sql: Sql, id: number): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`SELECT pgsched.pause_job(${id}) AS ok`
+  return row!.ok
+}
+
+/** Resumes a paused job. False when it was not paused. */
+export async function jobResume(sql: Sql, id: number): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`SELECT pgsched.resume_job(${id}) AS ok`
+  return row!.ok
+}
+
+/** Changes a job's priority, including the runs it has queued. */
+export async function jobSetPriority(sql: Sql, id: number, priority: number): Promise<void> {
+  await sql`
+    WITH job AS (
+      UPDATE pgsched.jobs SET priority = ${priority}, updated_at = now() WHERE id = ${id} RETURNING id
+    )
+    SELECT graphile_worker.reschedule_jobs(
+      array_agg(r.executor_job_id), priority => ${priority}::integer)
+    FROM pgsched.runs r JOIN job ON r.job_id = job.id
+    WHERE r.status IN ('queued', 'failed') AND r.executor_job_id IS NOT NULL
+    HAVING count(*) > 0`
+}
+
+/**
+ * Replaces a job's schedule; its next tick is planned afresh from now, which it returns.
+ * Validates through pgsched.validate_cron and the time zone list, like submission.
+ */
+export async function jobSetSchedule(
+  sql: Sql,
+  id: number,
+  schedule: string,
+  timezone: string,
+): Promise<Date> {
+  await sql`SELECT pgsched.validate_cron(${schedule})`
+  const [tz] = await sql`SELECT 1 FROM pg_timezone_names WHERE name = ${timezone}`
+  if (!tz)
+    await sql`SELECT pgsched._invalid('timezone', ${`'${timezone}' is not an IANA time zone name`})`
+  const [row] = await sql<{ base: Date }[]>`
+    UPDATE pgsched.jobs
+    SET schedule = btrim(${schedule}), timezone = ${timezone}, schedule_base_at = now(),
+      next_run_at = NULL, updated_at = now()
+    WHERE id = ${id}
+    RETURNING schedule_base_at AS base`
+  await sql`SELECT pg_notify('pgsched_scheduler', ${String(id)})`
+  return row!.base
+}
+
+/** Creates a run of the job now (pgsched.trigger_job); returns the run id. */
+export async function jobTrigger(sql: Sql, id: number): Promise<number> {
+  const [row] = await sql<{ run_id: number }[]>`SELECT pgsched.trigger_job(${id}) AS run_id`
+  return row!.run_id
+}
+
+/** A scheduled job the planner must look at: its first tick is unplanned, or a tick is due. */
+export interface DueJob {
+  id: number
+  schedule: string
+  timezone: string
+  schedule_base_at: Date
+  next_run_at: Date | null
+  now: Date
+}
+
+/**
+ * Locks up to `limit` scheduled jobs that need planning (no next_run_at yet) or whose tick is
+ * due. SKIP LOCKED lets a second scheduler pass over rows the first is firing. Call in a transaction.
+ */
+export async function jobListDue(sql: Sql, limit: number): Promise<DueJob[]> {
+  return sql<DueJob[]>`
+    SELECT id, schedule, timezone, schedule_base_at, next_run_at, now() AS now
+    FROM pgsched.jobs
+    WHERE status = 'active' AND schedule IS NOT NULL
+      AND (next_run_at IS NULL OR next_run_at <= now())
+    ORDER BY next_run_at NULLS FIRST
+    LIMIT ${limit}
+    FOR UPDATE SKIP LOCKED`
+}
+
+/** A planned tick: fire `tick` (null: only plan) and set next_run_at to `next`, if unchanged. */
+export interface TickPlan {
+  jobId: number
+  expected: Date | null
+  tick: Date | null
+  next: Date
+}
+
+/** Applies planned ticks with pgsched.fire_ticks; returns the number of runs created. */
+export async function jobFireTicks(sql: Sql, plans: readonly TickPlan[]): Promise<number> {
+  if (plans.length === 0) return 0
+  const [row] = await sql<{ created: number }[]>`
+    SELECT pgsched.fire_ticks(
+      ${plans.map((p) => p.jobId)}::bigint[],
+      ${plans.map((p) => p.expected?.toISOString() ?? null)}::timestamptz[],
+      ${plans.map((p) => p.tick?.toISOString() ?? null)}::timestamptz[],
+      ${plans.map((p) => p.next.toISOString())}::timestamptz[]
+    ) AS created`
+  return row!.created
+}
+
+/** Milliseconds until the earliest planned tick, null when no schedule is active. */
+export async function jobNextDueInMs(sql: Sql): Promise<number | null> {
+  const [row] = await sql<{ ms: number | null }[]>`
+    SELECT CASE WHEN bool_or(next_run_at IS NULL) THEN 0
+      ELSE greatest(0, extract(epoch FROM min(next_run_at) - now()) * 1000) END::float8 AS ms
+    FROM pgsched.jobs WHERE status = 'active' AND schedule IS NOT NULL`
+  return row!.ms
+}

@@ -1,0 +1,61 @@
+/**
+ * @module The scheduler role: campaigns for leadership and, while leading, runs the leader-only
+ * services (today the ticker). One coordinator starts and stops them as leadership changes.
+ */
+import type { Logger } from '../core/types.ts'
+import type { SqlPool } from '../db/client.ts'
+import { Elector } from './elector.ts'
+import { Ticker } from './ticker.ts'
+
+/** Options of the scheduler role. */
+export interface SchedulerOptions {
+  sql: SqlPool
+  logger: Logger
+  /** Identity recorded as leader, e.g. host:pid. */
+  holder: string
+  /** Follower retry interval. */
+  leaderPollMs: number
+}
+
+/** A leader-only service. */
+interface LeaderService {
+  start(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** The scheduler role of one process. */
+export class Scheduler {
+  readonly #elector: Elector
+  readonly #services: LeaderService[]
+
+  constructor(o: SchedulerOptions) {
+    this.#services = [new Ticker({ sql: o.sql, logger: o.logger })]
+    this.#elector = new Elector({
+      sql: o.sql,
+      holder: o.holder,
+      pollMs: o.leaderPollMs,
+      logger: o.logger,
+      onElected: async () => {
+        for (const s of this.#services) await s.start()
+      },
+      onDemoted: async () => {
+        for (const s of [...this.#services].reverse()) await s.stop()
+      },
+    })
+  }
+
+  /** Whether this process leads now. */
+  get isLeader(): boolean {
+    return this.#elector.isLeader
+  }
+
+  /** Starts campaigning. */
+  start(): void {
+    this.#elector.start()
+  }
+
+  /** Steps down and stops leader services. */
+  stop(): Promise<void> {
+    return this.#elector.stop()
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * @module The ticker: fires due schedule ticks. Leader-only, but safe to run twice at once: due
+ * jobs are locked FOR UPDATE SKIP LOCKED, next_run_at only moves from the value that was planned,
+ * and unique (job_id, scheduled_for) stops a tick from creating a second run.
+ */
+
+import { cronNext, planDueTick } from '../core/cron.ts'
+import { PgschedError } from '../core/errors.ts'
+import type { Logger } from '../core/types.ts'
+import type { Sql, SqlPool } from '../db/client.ts'
+import {
+  type DueJob,
+  jobFireTicks,
+  jobListDue,
+  jobNextDueInMs,
+  jobPause,
+  type TickPlan,
+} from '../db/queries/jobs.ts'
+import { sleep } from './sleep.ts'
+
+/** Jobs planned per transaction; small enough to keep row locks brief. */
+export const TICK_BATCH_SIZE_DEFAULT = 500
+/** Longest sleep between passes when nothing is due and no NOTIFY arrives (a safety net). */
+export const TICK_MAX_SLEEP_MS_DEFAULT = 30_000
+
+/** Options of a Ticker. */
+export interface TickerOptions {
+  sql: SqlPool
+  logger: Logger
+  /** @default TICK_BATCH_SIZE_DEFAULT */
+  batchSize?: number
+  /** @default TICK_MAX_SLEEP_MS_DEFAULT */
+  maxSleepMs?: number
+}
+
+/** Plans one job: its first tick when unplanned, else the due tick to fire and the next one. */
+export function planJob(job: DueJob): TickPlan {
+  if (job.next_run_at === null) {
+    return {
+      jobId: job.id,
+      expected: null,
+      tick: null,
+      next: cronNext(job.schedule, job.timezone, job.schedule_base_at),
+    }
+  }
+  const { tick, next } = planDueTick(job.schedule, job.timezone, job.now)
+  return { jobId: job.id, expected: job.next_run_at, tick, next }
+}
+
+/** Plans and fires one batch in one transaction; returns how many jobs it looked at. */
+export async function tickOnce(
+  sql: SqlPool,
+  logger: Logger,
+  batchSize = TICK_BATCH_SIZE_DEFAULT,
+): Promise<number> {
+  return sql.begin(async (tx) => {
+    const due = await jobListDue(tx, batchSize)
+    const plans: TickPlan[] = []
+    for (const job of due) {
+      try {
+        plans.push(planJob(job))
+      } catch (e) {
+        if (!(e instanceof PgschedError)) throw e
+        // Unplannable despite passing validate_cron: pause it rather than retry it forever.
+        logger.error(
+          { job_id: job.id, err: e },
+          'scheduler: schedule cannot be planned; job paused',
+        )
+        await jobPause(tx as Sql, job.id)
+      }
+    }
+    const created = await jobFireTicks(tx, plans)
+    if (created > 0) logger.debug({ created }, 'scheduler: ticks fired')
+    return due.length
+  })
+}
+
+/** Runs tick passes until stopped, sleeping until the next due tick or a NOTIFY. */
+export class Ticker {
+  readonly #o: Required<TickerOptions>
+  #running = false
+  #abort = new AbortController()
+  #wake = new AbortController()
+  #loop: Promise<void> | undefined
+  #unlisten: (() => Promise<void>) | undefined
+
+  constructor(options: TickerOptions) {
+    this.#o = {
+      batchSize: TICK_BATCH_SIZE_DEFAULT,
+      maxSleepMs: TICK_MAX_SLEEP_MS_DEFAULT,
+      ...options,
+    }
+  }
+
+  /** Starts the loop; idempotent. */
+  async start(): Promise<void> {
+    if (this.#running) return
+    this.#running = true
+    this.#abort = new AbortController()
+    const sub = await this.#o.sql.listen('pgsched_scheduler', () => this.#wake.abort())
+    this.#unlisten = () => sub.unlisten()
+    this.#loop = this.#run()
+  }
+
+  /** Stops the loop and waits for the pass in progress; idempotent. */
+  async stop(): Promise<void> {
+    if (!this.#running) return
+    this.#running = false
+    this.#abort.abort()
+    this.#wake.abort()
+    await this.#loop
+    await this.#unlisten?.().catch(() => {})
+  }
+
+  async #run(): Promise<void> {
+    const { sql, logger, batchSize, maxSleepMs } = this.#o
+    while (this.#running) {
+      let delay = maxSleepMs
+      try {
+        this.#wake = new AbortController()
+        // A full batch means more may be due: go again at once.
+        while (this.#running && (await tickOnce(sql, logger, batchSize)) === batchSize) {}
+        const due = await jobNextDueInMs(sql)
+        if (due !== null) delay = Math.min(maxSleepMs, Math.ceil(due) + 1)
+      } catch (e) {
+        if (this.#running) logger.error({ err: e }, 'scheduler: tick pass failed; retrying')
+        delay = 1000
+      }
+      if (!this.#running) break
+      const both = AbortSignal.any([this.#abort.signal, this.#wake.signal])
+      await sleep(delay, both)
+    }
+  }
+}
+
+/**
+ * Plans the first tick of a job whose schedule was just set (in the caller's transaction), so a
+ * REST caller sees next_run at once. Computes what the leader would: the first tick after `base`.
+ */
+export async function planFirstTick(
+  sql: Sql,
+  jobId: number,
+  schedule: string,
+  timezone: string,
+  base: Date,
+): Promise<Date> {
+  const next = cronNext(schedule, timezone, base)
+  await jobFireTicks(sql, [{ jobId, expected: null, tick: null, next }])
+  return next
+}

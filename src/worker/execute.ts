@@ -1,0 +1,90 @@
+/** @module Executes one attempt of a run: a shell command in the sandbox, or a task handler. */
+import type { Logger } from '../core/types.ts'
+import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
+import { OUTPUT_TAIL_BYTES, runCommand } from './sandbox.ts'
+import type { TaskRegistry } from './tasks.ts'
+
+/** What executing an attempt needs besides the run. */
+export interface ExecuteOptions {
+  tasks: TaskRegistry
+  killGraceMs: number
+  signal: AbortSignal
+  logger: Logger
+}
+
+/** Runs the attempt to its end and reports the result; never throws. */
+export async function executeAttempt(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
+  if (run.kind === 'command') {
+    const r = await runCommand({
+      command: run.command!,
+      timeoutMs: run.timeout_seconds * 1000,
+      killGraceMs: o.killGraceMs,
+      signal: o.signal,
+      env: {
+        PGSCHED_RUN_ID: String(run.run_id),
+        PGSCHED_JOB_ID: String(run.job_id),
+        PGSCHED_ATTEMPT: String(run.attempt),
+        ...(run.traceparent ? { TRACEPARENT: run.traceparent } : {}),
+      },
+    })
+    return { outcome: r.outcome, exitCode: r.exitCode, output: r.output, error: r.error }
+  }
+  return executeTask(run, o)
+}
+
+async function executeTask(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
+  const handler = o.tasks[run.task!]
+  if (!handler) {
+    return {
+      outcome: 'failed',
+      exitCode: null,
+      output: null,
+      error: `no handler is registered for task "${run.task}"`,
+    }
+  }
+  const timeout = AbortSignal.timeout(run.timeout_seconds * 1000)
+  const signal = AbortSignal.any([o.signal, timeout])
+  // The handler gets the signal; if it ignores it we stop waiting and report the abort.
+  const aborted = new Promise<never>((_, reject) => {
+    signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+  })
+  aborted.catch(() => {})
+  try {
+    const value = await Promise.race([
+      Promise.resolve().then(() =>
+        handler(run.payload, {
+          runId: run.run_id,
+          jobId: run.job_id,
+          attempt: run.attempt,
+          signal,
+          logger: o.logger,
+        }),
+      ),
+      aborted,
+    ])
+    return {
+      outcome: 'succeeded',
+      exitCode: null,
+      output: value === undefined ? null : tail(JSON.stringify(value)),
+      error: null,
+    }
+  } catch (e) {
+    if (timeout.aborted) {
+      return {
+        outcome: 'timed_out',
+        exitCode: null,
+        output: null,
+        error: `timed out after ${run.timeout_seconds} s`,
+      }
+    }
+    if (o.signal.aborted)
+      return { outcome: 'cancelled', exitCode: null, output: null, error: 'cancelled' }
+    const err = e instanceof Error ? e : new Error(String(e))
+    return { outcome: 'failed', exitCode: null, output: null, error: `${err.name}: ${err.message}` }
+  }
+}
+
+function tail(s: string | undefined): string | null {
+  if (s === undefined) return null
+  return s.length > OUTPUT_TAIL_BYTES ? s.slice(-OUTPUT_TAIL_BYTES) : s
+}
