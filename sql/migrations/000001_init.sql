@@ -191,6 +191,16 @@ BEGIN
 END
 $$;
 
+/** Raises unless tz is an IANA time zone name Postgres knows. */
+CREATE FUNCTION pgsched._validate_timezone(tz text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF tz IS NULL OR NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = tz) THEN
+    PERFORM pgsched._invalid('timezone', format('%L is not an IANA time zone name', tz));
+  END IF;
+END
+$$;
+
 ------------------------------------------------------------------------------------------------
 -- Enqueue. A run and its executor job are created in the same transaction (architecture §1.3).
 ------------------------------------------------------------------------------------------------
@@ -308,9 +318,7 @@ BEGIN
   IF submit_job.schedule IS NOT NULL THEN
     PERFORM pgsched.validate_cron(submit_job.schedule);
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE pg_timezone_names.name = p_tz) THEN
-    PERFORM pgsched._invalid('timezone', format('%L is not an IANA time zone name', p_tz));
-  END IF;
+  PERFORM pgsched._validate_timezone(p_tz);
   IF submit_job.priority IS NULL OR submit_job.priority NOT BETWEEN 1 AND 10 THEN
     PERFORM pgsched._invalid('priority', 'must be between 1 (most urgent) and 10');
   END IF;
@@ -411,6 +419,26 @@ BEGIN
   PERFORM pgsched._enqueue_attempt(id)
   FROM pgsched.runs WHERE runs.job_id = resume_job.job_id AND status IN ('queued', 'failed');
   PERFORM pg_notify('pgsched_scheduler', resume_job.job_id::text);
+  RETURN true;
+END
+$$;
+
+/**
+ * Replaces the schedule (and time zone) of a scheduled job; its next tick is planned afresh from
+ * now, and the scheduler is woken. Returns false unless the job exists with a schedule.
+ */
+CREATE FUNCTION pgsched.set_job_schedule(job_id bigint, schedule text, timezone text DEFAULT 'UTC')
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pgsched.validate_cron(set_job_schedule.schedule);
+  PERFORM pgsched._validate_timezone(set_job_schedule.timezone);
+  UPDATE pgsched.jobs j
+  SET schedule = btrim(set_job_schedule.schedule), timezone = set_job_schedule.timezone,
+    schedule_base_at = now(), next_run_at = NULL, updated_at = now()
+  WHERE j.id = set_job_schedule.job_id AND j.schedule IS NOT NULL;
+  IF NOT FOUND THEN RETURN false; END IF;
+  PERFORM pg_notify('pgsched_scheduler', set_job_schedule.job_id::text);
   RETURN true;
 END
 $$;

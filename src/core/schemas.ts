@@ -16,7 +16,7 @@ export const JobSubmissionSchema = z
     name: z.string().trim().min(1, 'is required').max(200),
     command: z.string().min(1).max(100_000).optional(),
     task: laneName.optional(),
-    payload: z.json().optional(),
+    payload: z.unknown().meta({ description: 'JSON given to the task handler' }).optional(),
     schedule: z.string().min(1).max(200).optional(),
     timezone: z.string().min(1).max(100).optional(),
     run_at: z.iso.datetime({ offset: true }).optional(),

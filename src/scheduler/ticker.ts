@@ -11,6 +11,7 @@ import type { Sql, SqlPool } from '../db/client.ts'
 import {
   type DueJob,
   jobFireTicks,
+  jobGetUnplanned,
   jobListDue,
   jobNextDueInMs,
   jobPause,
@@ -134,17 +135,11 @@ export class Ticker {
 }
 
 /**
- * Plans the first tick of a job whose schedule was just set (in the caller's transaction), so a
- * REST caller sees next_run at once. Computes what the leader would: the first tick after `base`.
+ * Plans the first tick of a job whose schedule was just set or resumed, in the caller's
+ * transaction, so a REST caller sees next_run at once. It computes exactly what the leader
+ * would (the first tick after schedule_base_at); whichever writes first wins, the other no-ops.
  */
-export async function planFirstTick(
-  sql: Sql,
-  jobId: number,
-  schedule: string,
-  timezone: string,
-  base: Date,
-): Promise<Date> {
-  const next = cronNext(schedule, timezone, base)
-  await jobFireTicks(sql, [{ jobId, expected: null, tick: null, next }])
-  return next
+export async function planIfUnplanned(sql: Sql, jobId: number): Promise<void> {
+  const job = await jobGetUnplanned(sql, jobId)
+  if (job) await jobFireTicks(sql, [planJob(job)])
 }

@@ -27,7 +27,7 @@ import {
   jobTrigger,
 } from '../../db/queries/jobs.ts'
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
-import { planFirstTick } from '../../scheduler/ticker.ts'
+import { planIfUnplanned } from '../../scheduler/ticker.ts'
 import { currentTraceparent, tracer } from '../../telemetry/tracing.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { jsonify, page } from '../serialize.ts'
@@ -108,16 +108,9 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
               p.sub,
               currentTraceparent(),
             )
-            if (res.created && res.job.schedule !== null) {
-              res.job.next_run = await planFirstTick(
-                tx,
-                res.job.job_id,
-                res.job.schedule,
-                res.job.timezone,
-                res.job.created_at,
-              )
-            }
-            return res
+            if (!res.created || res.job.schedule === null) return res
+            await planIfUnplanned(tx, res.job.job_id)
+            return { job: (await jobGet(tx, res.job.job_id))!, created: true }
           })
         } finally {
           span.end()
@@ -201,11 +194,11 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
           }
           const schedule = patch.schedule ?? job.schedule
           const timezone = patch.timezone ?? job.timezone
-          const base = await jobSetSchedule(tx, id, schedule, timezone)
-          if (job.status === 'active') await planFirstTick(tx, id, schedule, timezone, base)
+          await jobSetSchedule(tx, id, schedule, timezone)
         }
         if (patch.status === 'paused' && job.status === 'active') await jobPause(tx, id)
         if (patch.status === 'active' && job.status === 'paused') await jobResume(tx, id)
+        await planIfUnplanned(tx, id)
         return (await jobGet(tx, id))!
       })
       return c.json(jsonify(job), 200)

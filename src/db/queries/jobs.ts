@@ -124,28 +124,17 @@ export async function jobSetPriority(sql: Sql, id: number, priority: number): Pr
     HAVING count(*) > 0`
 }
 
-/**
- * Replaces a job's schedule; its next tick is planned afresh from now, which it returns.
- * Validates through pgsched.validate_cron and the time zone list, like submission.
- */
+/** Replaces a scheduled job's schedule (pgsched.set_job_schedule); false if it has none. */
 export async function jobSetSchedule(
   sql: Sql,
   id: number,
   schedule: string,
   timezone: string,
-): Promise<Date> {
-  await sql`SELECT pgsched.validate_cron(${schedule})`
-  const [tz] = await sql`SELECT 1 FROM pg_timezone_names WHERE name = ${timezone}`
-  if (!tz)
-    await sql`SELECT pgsched._invalid('timezone', ${`'${timezone}' is not an IANA time zone name`})`
-  const [row] = await sql<{ base: Date }[]>`
-    UPDATE pgsched.jobs
-    SET schedule = btrim(${schedule}), timezone = ${timezone}, schedule_base_at = now(),
-      next_run_at = NULL, updated_at = now()
-    WHERE id = ${id}
-    RETURNING schedule_base_at AS base`
-  await sql`SELECT pg_notify('pgsched_scheduler', ${String(id)})`
-  return row!.base
+): Promise<boolean> {
+  const [row] = await sql<
+    { ok: boolean }[]
+  >`SELECT pgsched.set_job_schedule(${id}, ${schedule}, ${timezone}) AS ok`
+  return row!.ok
 }
 
 /** Creates a run of the job now (pgsched.trigger_job); returns the run id. */
@@ -177,6 +166,16 @@ export async function jobListDue(sql: Sql, limit: number): Promise<DueJob[]> {
     ORDER BY next_run_at NULLS FIRST
     LIMIT ${limit}
     FOR UPDATE SKIP LOCKED`
+}
+
+/** Locks one active scheduled job whose first tick is not planned yet; undefined otherwise. */
+export async function jobGetUnplanned(sql: Sql, id: number): Promise<DueJob | undefined> {
+  const [job] = await sql<DueJob[]>`
+    SELECT id, schedule, timezone, schedule_base_at, next_run_at, now() AS now
+    FROM pgsched.jobs
+    WHERE id = ${id} AND status = 'active' AND schedule IS NOT NULL AND next_run_at IS NULL
+    FOR UPDATE`
+  return job
 }
 
 /** A planned tick: fire `tick` (null: only plan) and set next_run_at to `next`, if unchanged. */

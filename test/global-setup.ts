@@ -1,0 +1,72 @@
+/**
+ * Starts PostgreSQL for the suite (TEST_DATABASE_URL, or an embedded server in a temporary
+ * folder) and migrates a template database once; each test file clones it.
+ */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+
+import type { TestProject } from 'vitest/node'
+
+import { createSql } from '../src/db/client.ts'
+import { migrateAll } from '../src/runtime/bootstrap.ts'
+import { startEmbeddedPostgres } from '../src/runtime/embedded-postgres.ts'
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** URL of a database on the test server with rights to create databases. */
+    databaseUrl: string
+    /** The migrated template database to clone. */
+    templateDatabase: string
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+    srv.on('error', reject)
+  })
+}
+
+/** Replaces the database of a Postgres URL. */
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url)
+  u.pathname = `/${database}`
+  return u.toString()
+}
+
+export default async function setup(project: TestProject) {
+  let url = process.env.TEST_DATABASE_URL
+  let stop = async () => {}
+  if (!url) {
+    // Under the system temp folder, which the postgres user can reach when tests run as root.
+    const dir = mkdtempSync(`${tmpdir()}/pgsched-test-`)
+    chmodSync(dir, 0o711)
+    const server = await startEmbeddedPostgres({
+      dataDir: dir,
+      port: await freePort(),
+      ephemeral: true,
+    })
+    url = server.url
+    stop = async () => {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  const template = `pgsched_template_${process.pid}`
+  const admin = createSql(url, { max: 1 })
+  await admin`DROP DATABASE IF EXISTS ${admin(template)}`
+  await admin`CREATE DATABASE ${admin(template)}`
+  await migrateAll(withDatabase(url, template))
+  project.provide('databaseUrl', url)
+  project.provide('templateDatabase', template)
+  return async () => {
+    await admin`DROP DATABASE IF EXISTS ${admin(template)} WITH (FORCE)`
+    await admin.end()
+    await stop()
+  }
+}

@@ -1,0 +1,122 @@
+/** A per-file test bundle: a fresh database cloned from the template, the API, tokens, roles. */
+import { inject } from 'vitest'
+
+import { createApp } from '../src/api/app.ts'
+import { createTokenVerifier, mintToken } from '../src/api/tokens.ts'
+import type { Role } from '../src/core/types.ts'
+import { silentLogger } from '../src/core/types.ts'
+import { createSql, type SqlPool } from '../src/db/client.ts'
+import { Scheduler } from '../src/scheduler/index.ts'
+import { Worker, type WorkerOptions } from '../src/worker/index.ts'
+import { withDatabase } from './global-setup.ts'
+
+/** The HS256 secret tests sign with. */
+export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256'
+
+/** What a test file works with. */
+export interface TestBundle {
+  url: string
+  sql: SqlPool
+  app: ReturnType<typeof createApp>
+  token(sub: string, ...roles: Role[]): Promise<string>
+  /** Calls the API in-process: JSON in and out. */
+  request(
+    method: string,
+    path: string,
+    o?: { token?: string; body?: unknown; headers?: Record<string, string> },
+    // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies by their documented shape
+  ): Promise<{ status: number; body: any; headers: Headers }>
+  startWorker(o?: Partial<WorkerOptions>): Promise<Worker>
+  startScheduler(): Scheduler
+  close(): Promise<void>
+}
+
+let counter = 0
+
+/** Clones the template into a new database and builds the bundle around it. */
+export async function setup(): Promise<TestBundle> {
+  const base = inject('databaseUrl')
+  const name = `pgsched_t_${process.pid}_${Date.now().toString(36)}_${counter++}`
+  const admin = createSql(base, { max: 1 })
+  await admin`CREATE DATABASE ${admin(name)} TEMPLATE ${admin(inject('templateDatabase'))}`
+  const url = withDatabase(base, name)
+  const sql = createSql(url, { max: 10 })
+  const app = createApp({
+    sql,
+    verifyToken: createTokenVerifier({ secret: TEST_SECRET }),
+    logger: silentLogger,
+  })
+  const stops: (() => Promise<void>)[] = []
+
+  return {
+    url,
+    sql,
+    app,
+    token: (sub, ...roles) => mintToken(TEST_SECRET, sub, roles, 3600),
+    async request(method, path, o = {}) {
+      const headers: Record<string, string> = { ...o.headers }
+      if (o.token) headers.authorization = `Bearer ${o.token}`
+      if (o.body !== undefined) headers['content-type'] = 'application/json'
+      const res = await app.request(path, {
+        method,
+        headers,
+        body:
+          o.body === undefined
+            ? undefined
+            : typeof o.body === 'string'
+              ? o.body
+              : JSON.stringify(o.body),
+      })
+      const text = await res.text()
+      return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers }
+    },
+    async startWorker(o = {}) {
+      const worker = new Worker({
+        sql,
+        connectionString: url,
+        concurrency: 4,
+        killGraceMs: 500,
+        tasks: {},
+        logger: silentLogger,
+        pollIntervalMs: 100,
+        ...o,
+      })
+      await worker.start()
+      stops.push(() => worker.stop())
+      return worker
+    },
+    startScheduler() {
+      const scheduler = new Scheduler({
+        sql,
+        logger: silentLogger,
+        holder: `test:${counter}`,
+        leaderPollMs: 200,
+      })
+      scheduler.start()
+      stops.push(() => scheduler.stop())
+      return scheduler
+    },
+    async close() {
+      for (const stop of stops.reverse()) await stop()
+      await sql.end()
+      await admin`DROP DATABASE IF EXISTS ${admin(name)} WITH (FORCE)`
+      await admin.end()
+    },
+  }
+}
+
+/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  check: () => Promise<T> | T,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await check()
+    if (v) return v as NonNullable<T>
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
