@@ -109,14 +109,16 @@ export async function setup(): Promise<TestBundle> {
 export async function waitFor<T>(
   check: () => Promise<T> | T,
   timeoutMs = 10_000,
-  what = 'condition',
+  what: string | (() => string) = 'condition',
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = await check()
     if (v) return v as NonNullable<T>
     if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`,
+      )
     await new Promise((r) => setTimeout(r, 50))
   }
 }

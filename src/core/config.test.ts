@@ -1,0 +1,164 @@
+import { describe, expect, it } from 'vitest'
+
+import {
+  DATA_DIR_DEFAULT,
+  EMBEDDED_PG_PORT_DEFAULT,
+  KILL_GRACE_SECONDS_DEFAULT,
+  LEADER_POLL_SECONDS_DEFAULT,
+  PORT_DEFAULT,
+  resolveConfig,
+  TASKS_DIR_DEFAULT,
+  WORKER_CONCURRENCY_DEFAULT,
+} from './config.ts'
+import { PgschedError } from './errors.ts'
+
+/** A secret of exactly the minimum length, 32 characters. */
+const SECRET = '0123456789abcdef0123456789abcdef'
+
+/** Calls resolveConfig and returns what it threw. */
+function thrown(env: Record<string, string | undefined>): PgschedError {
+  try {
+    resolveConfig(env)
+  } catch (e) {
+    expect(e).toBeInstanceOf(PgschedError)
+    return e as PgschedError
+  }
+  throw new Error(`resolveConfig accepted ${JSON.stringify(env)}`)
+}
+
+describe('resolveConfig', () => {
+  it('gives the defaults for an empty environment', () => {
+    expect(resolveConfig({})).toEqual({
+      databaseUrl: undefined,
+      port: PORT_DEFAULT,
+      jwtSecret: undefined,
+      jwksUrl: undefined,
+      jwtIssuer: undefined,
+      jwtAudience: undefined,
+      workerConcurrency: WORKER_CONCURRENCY_DEFAULT,
+      leaderPollSeconds: LEADER_POLL_SECONDS_DEFAULT,
+      killGraceSeconds: KILL_GRACE_SECONDS_DEFAULT,
+      dataDir: DATA_DIR_DEFAULT,
+      tasksDir: TASKS_DIR_DEFAULT,
+      embeddedPgPort: EMBEDDED_PG_PORT_DEFAULT,
+      logLevel: 'info',
+    })
+    expect(PORT_DEFAULT).toBe(8080)
+  })
+
+  it('reads every variable from the environment', () => {
+    const config = resolveConfig({
+      DATABASE_URL: 'postgres://u:p@db:5432/pgsched',
+      PORT: '9090',
+      PGSCHED_JWT_SECRET: SECRET,
+      PGSCHED_JWKS_URL: 'https://idp.example/.well-known/jwks.json',
+      PGSCHED_JWT_ISSUER: 'https://idp.example/',
+      PGSCHED_JWT_AUDIENCE: 'pgsched-api',
+      PGSCHED_WORKER_CONCURRENCY: '4',
+      PGSCHED_LEADER_POLL_SECONDS: '2',
+      PGSCHED_KILL_GRACE_SECONDS: '0',
+      PGSCHED_DATA_DIR: '/var/lib/pgsched',
+      PGSCHED_TASKS_DIR: './handlers',
+      PGSCHED_EMBEDDED_PG_PORT: '6543',
+      PGSCHED_LOG_LEVEL: 'debug',
+    })
+    expect(config).toEqual({
+      databaseUrl: 'postgres://u:p@db:5432/pgsched',
+      port: 9090,
+      jwtSecret: SECRET,
+      jwksUrl: 'https://idp.example/.well-known/jwks.json',
+      jwtIssuer: 'https://idp.example/',
+      jwtAudience: 'pgsched-api',
+      workerConcurrency: 4,
+      leaderPollSeconds: 2,
+      killGraceSeconds: 0,
+      dataDir: '/var/lib/pgsched',
+      tasksDir: './handlers',
+      embeddedPgPort: 6543,
+      logLevel: 'debug',
+    })
+  })
+
+  it('treats empty variables as unset', () => {
+    expect(
+      resolveConfig({
+        DATABASE_URL: '',
+        PORT: '',
+        PGSCHED_JWT_SECRET: '',
+        PGSCHED_WORKER_CONCURRENCY: '',
+        PGSCHED_DATA_DIR: '',
+        PGSCHED_LOG_LEVEL: '',
+      }),
+    ).toEqual(resolveConfig({}))
+  })
+
+  it('ignores variables it does not know', () => {
+    expect(resolveConfig({ HOME: '/root', PGSCHED_COLOUR: 'red' })).toEqual(resolveConfig({}))
+  })
+
+  it('accepts the bounds of each integer', () => {
+    expect(resolveConfig({ PORT: '0' }).port).toBe(0)
+    expect(resolveConfig({ PORT: '65535' }).port).toBe(65535)
+    expect(resolveConfig({ PGSCHED_WORKER_CONCURRENCY: '1' }).workerConcurrency).toBe(1)
+    expect(resolveConfig({ PGSCHED_WORKER_CONCURRENCY: '1000' }).workerConcurrency).toBe(1000)
+    expect(resolveConfig({ PGSCHED_KILL_GRACE_SECONDS: '3600' }).killGraceSeconds).toBe(3600)
+  })
+
+  it.each([
+    ['PORT', 'abc'],
+    ['PORT', '80abc'],
+    ['PORT', '8080.5'],
+    ['PORT', '-1'],
+    ['PORT', '65536'],
+    ['PGSCHED_WORKER_CONCURRENCY', '0'],
+    ['PGSCHED_WORKER_CONCURRENCY', '1001'],
+    ['PGSCHED_WORKER_CONCURRENCY', 'ten'],
+    ['PGSCHED_LEADER_POLL_SECONDS', '0'],
+    ['PGSCHED_LEADER_POLL_SECONDS', 'Infinity'],
+    ['PGSCHED_KILL_GRACE_SECONDS', '-5'],
+    ['PGSCHED_KILL_GRACE_SECONDS', 'NaN'],
+    ['PGSCHED_EMBEDDED_PG_PORT', '0'],
+    ['PGSCHED_EMBEDDED_PG_PORT', '70000'],
+  ])('refuses %s=%j with a config error naming the variable', (name, value) => {
+    const err = thrown({ [name]: value })
+    expect(err.code).toBe('config')
+    expect(err.message).toContain(name)
+    expect(err.message).toContain(JSON.stringify(value))
+  })
+
+  it('refuses a PGSCHED_JWT_SECRET shorter than 32 characters', () => {
+    const err = thrown({ PGSCHED_JWT_SECRET: SECRET.slice(0, 31) })
+    expect(err.code).toBe('config')
+    expect(err.message).toContain('PGSCHED_JWT_SECRET')
+    expect(err.message).not.toContain(SECRET.slice(0, 31))
+    expect(resolveConfig({ PGSCHED_JWT_SECRET: SECRET }).jwtSecret).toBe(SECRET)
+  })
+
+  it('lets explicit overrides win over the environment and the defaults', () => {
+    const config = resolveConfig(
+      { PORT: '9090', PGSCHED_LOG_LEVEL: 'debug', PGSCHED_DATA_DIR: '/env' },
+      { port: 1234, dataDir: '/override', databaseUrl: 'postgres://override/db' },
+    )
+    expect(config.port).toBe(1234)
+    expect(config.dataDir).toBe('/override')
+    expect(config.databaseUrl).toBe('postgres://override/db')
+    expect(config.logLevel).toBe('debug')
+    expect(config.workerConcurrency).toBe(WORKER_CONCURRENCY_DEFAULT)
+  })
+
+  it('returns a frozen object', () => {
+    const config = resolveConfig({ PORT: '9090' })
+    expect(Object.isFrozen(config)).toBe(true)
+    expect(() => {
+      ;(config as { port: number }).port = 1
+    }).toThrow(TypeError)
+    expect(config.port).toBe(9090)
+    expect(Object.isFrozen(resolveConfig({}, { port: 1 }))).toBe(true)
+  })
+
+  it('does not change the environment object it is given', () => {
+    const env = Object.freeze({ PORT: '9090' })
+    expect(resolveConfig(env).port).toBe(9090)
+    expect(env).toEqual({ PORT: '9090' })
+  })
+})
