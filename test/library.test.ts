@@ -24,9 +24,8 @@ it('runs a task registered with startWorker, given its payload, run id and attem
     },
   })
   try {
-    const [{ id }] = await t.sql<
-      { id: number }[]
-    >`SELECT pgsched.submit_job(name => 'lib', task => 'double', payload => '{"n": 21}') AS id`
+    const [job] = await t.sql<{ id: number }[]>`
+      SELECT pgsched.submit_job(name => 'lib', task => 'double', payload => '{"n": 21}') AS id`
     const run = await waitFor(async () => {
       const [r] =
         await t.sql`SELECT id, status, output FROM pgsched.runs WHERE job_id = ${job!.id} AND status = 'succeeded'`
