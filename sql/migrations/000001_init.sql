@@ -129,6 +129,27 @@ BEGIN
 END
 $$;
 
+-- Whether the session may act on other owners' jobs: the schema owner (the API connects as it),
+-- a superuser, or a member of pgsched_admin. Other roles (pgsched_submitter) act on their own.
+CREATE FUNCTION pgsched._acts_for_anyone() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT session_user::regrole = (SELECT nspowner FROM pg_namespace WHERE nspname = 'pgsched')::regrole
+    OR (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)
+    OR (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgsched_admin')
+        AND pg_has_role(session_user, 'pgsched_admin', 'MEMBER'))
+$$;
+
+-- Raises 42501 unless the session may act on a job owned by p_owner.
+CREATE FUNCTION pgsched._check_owner(p_owner text, what text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  IF p_owner IS DISTINCT FROM session_user::text AND NOT pgsched._acts_for_anyone() THEN
+    RAISE EXCEPTION 'pgsched: % belongs to another owner; % may act only on its own jobs', what, session_user
+      USING ERRCODE = '42501';
+  END IF;
+END
+$$;
+
 -- Checks one cron field. Accepts what cron-parser accepts in its common form: *, ?, numbers,
 -- month and weekday names, ranges, steps and lists. L, W, # and H are refused so that the
 -- scheduler (cron-parser) never meets an expression this check let through but cannot plan.
@@ -160,7 +181,7 @@ $$;
 
 /** Raises unless expr is a 5-field (minute first) or 6-field (second first) cron expression. */
 CREATE FUNCTION pgsched.validate_cron(expr text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   f text[] := regexp_split_to_array(btrim(expr), '\s+');
   months text[] := '{jan,feb,mar,apr,may,jun,jul,aug,sep,oct,nov,dec}';
@@ -277,7 +298,7 @@ CREATE FUNCTION pgsched.submit_job(
   owner text DEFAULT session_user,
   traceparent text DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
   job_id bigint;
@@ -286,6 +307,7 @@ BEGIN
   IF submit_job.owner IS NULL OR length(submit_job.owner) = 0 THEN
     PERFORM pgsched._invalid('owner', 'is required');
   END IF;
+  PERFORM pgsched._check_owner(submit_job.owner, format('owner %L', submit_job.owner));
   IF submit_job.idempotency_key IS NOT NULL THEN
     SELECT j.id INTO job_id FROM pgsched.jobs j
     WHERE j.owner = submit_job.owner AND j.idempotency_key = submit_job.idempotency_key;
@@ -371,10 +393,11 @@ $$;
  * Returns false when the job does not exist or had already ended.
  */
 CREATE FUNCTION pgsched.cancel_job(job_id bigint) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   r record;
 BEGIN
+  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = cancel_job.job_id), format('job %s', cancel_job.job_id));
   UPDATE pgsched.jobs j SET status = 'cancelled', next_run_at = NULL, updated_at = now()
   WHERE j.id = cancel_job.job_id AND j.status IN ('active', 'paused');
   IF NOT FOUND THEN RETURN false; END IF;
@@ -393,8 +416,9 @@ $$;
 
 /** Stops a job from creating runs; its queued runs are held until resume_job. */
 CREATE FUNCTION pgsched.pause_job(job_id bigint) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = pause_job.job_id), format('job %s', pause_job.job_id));
   UPDATE pgsched.jobs j SET status = 'paused', updated_at = now()
   WHERE j.id = pause_job.job_id AND j.status = 'active';
   IF NOT FOUND THEN RETURN false; END IF;
@@ -409,8 +433,9 @@ $$;
  * (ticks missed while paused are not fired).
  */
 CREATE FUNCTION pgsched.resume_job(job_id bigint) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = resume_job.job_id), format('job %s', resume_job.job_id));
   UPDATE pgsched.jobs j
   SET status = 'active', updated_at = now(),
     schedule_base_at = CASE WHEN j.schedule IS NOT NULL THEN now() END, next_run_at = NULL
@@ -429,8 +454,9 @@ $$;
  */
 CREATE FUNCTION pgsched.set_job_schedule(job_id bigint, schedule text, timezone text DEFAULT 'UTC')
 RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = set_job_schedule.job_id), format('job %s', set_job_schedule.job_id));
   PERFORM pgsched.validate_cron(set_job_schedule.schedule);
   PERFORM pgsched._validate_timezone(set_job_schedule.timezone);
   UPDATE pgsched.jobs j
@@ -445,7 +471,7 @@ $$;
 
 /** Creates a run of the job now, outside its schedule. Returns the run id. */
 CREATE FUNCTION pgsched.trigger_job(job_id bigint) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   j pgsched.jobs;
 BEGIN
@@ -453,6 +479,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'pgsched: job % does not exist', trigger_job.job_id USING ERRCODE = 'P0002';
   END IF;
+  PERFORM pgsched._check_owner(j.owner, format('job %s', j.id));
   IF j.status NOT IN ('active', 'completed') THEN
     RAISE EXCEPTION 'pgsched: job % is %; resume it before triggering', j.id, j.status
       USING ERRCODE = '55000';
@@ -465,8 +492,9 @@ $$;
 
 /** Replays a dead-lettered run: it gets one more attempt, now. Returns false unless it was dead. */
 CREATE FUNCTION pgsched.retry_run(run_id bigint) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id WHERE r.id = retry_run.run_id), format('run %s', retry_run.run_id));
   UPDATE pgsched.runs r
   SET status = 'queued', attempt = r.attempt + 1, available_at = now(), worker = NULL,
     started_at = NULL, finished_at = NULL, exit_code = NULL, error = NULL, updated_at = now()

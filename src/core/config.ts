@@ -42,7 +42,7 @@ export type ConfigEnv = Readonly<Record<string, string | undefined>>
 function int(env: ConfigEnv, name: string, fallback: number, min: number, max: number): number {
   const raw = env[name]
   if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
+  const n = /^\d{1,9}$/.test(raw) ? Number(raw) : Number.NaN
   if (!Number.isInteger(n) || n < min || n > max) {
     throw new PgschedError(
       'config',
@@ -90,5 +90,6 @@ export function resolveConfig(
     embeddedPgPort: int(env, 'PGSCHED_EMBEDDED_PG_PORT', EMBEDDED_PG_PORT_DEFAULT, 1, 65535),
     logLevel: str(env, 'PGSCHED_LOG_LEVEL') ?? 'info',
   } satisfies PgschedConfig
-  return Object.freeze({ ...defaults, ...overrides })
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
+  return Object.freeze({ ...defaults, ...given })
 }

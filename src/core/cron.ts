@@ -8,6 +8,18 @@ import { PgschedError } from './errors.ts'
 
 function parse(schedule: string, timezone: string, currentDate: Date) {
   try {
+    new Intl.DateTimeFormat('en', { timeZone: timezone })
+  } catch (e) {
+    throw new PgschedError(
+      'validation',
+      `timezone ${JSON.stringify(timezone)} is not an IANA time zone`,
+      {
+        cause: e,
+        errors: [{ field: 'timezone', message: 'is not an IANA time zone name' }],
+      },
+    )
+  }
+  try {
     return CronExpressionParser.parse(schedule, { tz: timezone, currentDate })
   } catch (e) {
     throw new PgschedError(
@@ -26,12 +38,19 @@ export function cronNext(schedule: string, timezone: string, after: Date): Date 
   return parse(schedule, timezone, after).next().toDate()
 }
 
-/** The latest tick at or before `at`. */
+/** The latest tick at or before `at`: the one cronNext would have planned. */
 export function cronLatest(schedule: string, timezone: string, at: Date): Date {
-  // prev() is strictly before currentDate, so step 1 ms past `at` to include a tick equal to it.
-  return parse(schedule, timezone, new Date(at.getTime() + 1))
-    .prev()
-    .toDate()
+  // cron-parser's prev() disagrees with next() around DST changes (a 02:30 tick moved to 03:30
+  // on a spring-forward day is not found backwards), so step back two ticks with prev() and walk
+  // forward with next(), which is what the scheduler plans with.
+  const back = parse(schedule, timezone, new Date(at.getTime() + 1))
+  back.prev()
+  let latest = back.prev().toDate()
+  for (;;) {
+    const next = cronNext(schedule, timezone, latest)
+    if (next.getTime() > at.getTime()) return latest
+    latest = next
+  }
 }
 
 /**
