@@ -32,6 +32,7 @@ export interface TestBundle {
 }
 
 let counter = 0
+let schedulers = 0
 
 /** Clones the template into a new database and builds the bundle around it. */
 export async function setup(): Promise<TestBundle> {
@@ -89,7 +90,7 @@ export async function setup(): Promise<TestBundle> {
       const scheduler = new Scheduler({
         sql,
         logger: silentLogger,
-        holder: `test:${counter}`,
+        holder: `test:${++schedulers}`,
         leaderPollMs: 200,
       })
       scheduler.start()

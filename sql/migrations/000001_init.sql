@@ -15,7 +15,8 @@ CREATE TABLE pgsched.jobs (
   -- The first tick of a schedule is the first one after this instant (set at submission and
   -- whenever the schedule changes or the job resumes), so every process computes the same tick.
   schedule_base_at timestamptz,
-  next_run_at timestamptz,
+  -- Milliseconds, as the planner (JavaScript Dates) reads and compares it back.
+  next_run_at timestamptz(3),
   priority smallint NOT NULL DEFAULT 5 CHECK (priority BETWEEN 1 AND 10),
   max_retries integer NOT NULL DEFAULT 3 CHECK (max_retries BETWEEN 0 AND 100),
   backoff_base_seconds integer NOT NULL DEFAULT 60 CHECK (backoff_base_seconds BETWEEN 0 AND 86400),
@@ -150,32 +151,41 @@ BEGIN
 END
 $$;
 
--- Checks one cron field. Accepts what cron-parser accepts in its common form: *, ?, numbers,
--- month and weekday names, ranges, steps and lists. L, W, # and H are refused so that the
--- scheduler (cron-parser) never meets an expression this check let through but cannot plan.
-CREATE FUNCTION pgsched._cron_field_ok(field text, lo integer, hi integer, names text[])
-RETURNS boolean
+-- The values one cron field names, or NULL when it is malformed. Accepts what cron-parser
+-- accepts in its common form: *, ?, numbers, month and weekday names, ranges, steps and lists.
+-- L, W, # and H are refused so that the scheduler (cron-parser) never meets an expression this
+-- check let through but cannot plan.
+CREATE FUNCTION pgsched._cron_values(field text, lo integer, hi integer, names text[])
+RETURNS integer[]
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
   item text;
   m text[];
   a integer;
   b integer;
+  step integer;
+  vals integer[] := '{}';
 BEGIN
   FOREACH item IN ARRAY string_to_array(lower(field), ',') LOOP
     m := regexp_match(item, '^(\*|\?|([0-9]+|[a-z]{3})(-([0-9]+|[a-z]{3}))?)(/([0-9]+))?$');
-    IF m IS NULL THEN RETURN false; END IF;
-    IF m[6] IS NOT NULL AND m[6]::integer = 0 THEN RETURN false; END IF;
-    IF m[2] IS NOT NULL THEN
-      a := CASE WHEN m[2] ~ '^[0-9]+$' THEN m[2]::integer
-                ELSE array_position(names, m[2]) - 1 + CASE WHEN lo = 1 THEN 1 ELSE 0 END END;
-      b := CASE WHEN m[4] IS NULL THEN a
-                WHEN m[4] ~ '^[0-9]+$' THEN m[4]::integer
-                ELSE array_position(names, m[4]) - 1 + CASE WHEN lo = 1 THEN 1 ELSE 0 END END;
-      IF a IS NULL OR b IS NULL OR a < lo OR b > hi OR a > b THEN RETURN false; END IF;
+    IF m IS NULL THEN RETURN NULL; END IF;
+    step := coalesce(m[6]::integer, 1);
+    IF step = 0 THEN RETURN NULL; END IF;
+    IF m[2] IS NULL THEN
+      a := lo;
+      b := hi;
+    ELSE
+      -- Names count from 1 for months (lo = 1) and from 0 for weekdays.
+      a := CASE WHEN m[2] ~ '^[0-9]+$' THEN m[2]::integer ELSE array_position(names, m[2]) - 1 + lo END;
+      b := CASE WHEN m[4] IS NOT NULL
+                  THEN CASE WHEN m[4] ~ '^[0-9]+$' THEN m[4]::integer ELSE array_position(names, m[4]) - 1 + lo END
+                WHEN m[6] IS NOT NULL THEN hi
+                ELSE a END;
+      IF a IS NULL OR b IS NULL OR a < lo OR b > hi OR a > b THEN RETURN NULL; END IF;
     END IF;
+    vals := vals || ARRAY(SELECT generate_series(a, b, step));
   END LOOP;
-  RETURN true;
+  RETURN vals;
 END
 $$;
 
@@ -196,18 +206,23 @@ BEGIN
     PERFORM pgsched._invalid('schedule',
       format('%L is not a cron expression: expected 5 fields (minute hour day month weekday) or 6 (with seconds first), got %s', expr, cardinality(f)));
   END IF;
-  IF NOT pgsched._cron_field_ok(f[1], 0, 59, '{}') THEN
+  IF pgsched._cron_values(f[1], 0, 59, '{}') IS NULL THEN
     PERFORM pgsched._invalid('schedule', format('bad seconds field %L in %L', f[1], expr));
-  ELSIF NOT pgsched._cron_field_ok(f[2], 0, 59, '{}') THEN
+  ELSIF pgsched._cron_values(f[2], 0, 59, '{}') IS NULL THEN
     PERFORM pgsched._invalid('schedule', format('bad minute field %L in %L', f[2], expr));
-  ELSIF NOT pgsched._cron_field_ok(f[3], 0, 23, '{}') THEN
+  ELSIF pgsched._cron_values(f[3], 0, 23, '{}') IS NULL THEN
     PERFORM pgsched._invalid('schedule', format('bad hour field %L in %L', f[3], expr));
-  ELSIF NOT pgsched._cron_field_ok(f[4], 1, 31, '{}') THEN
+  ELSIF pgsched._cron_values(f[4], 1, 31, '{}') IS NULL THEN
     PERFORM pgsched._invalid('schedule', format('bad day-of-month field %L in %L', f[4], expr));
-  ELSIF NOT pgsched._cron_field_ok(f[5], 1, 12, months) THEN
+  ELSIF pgsched._cron_values(f[5], 1, 12, months) IS NULL THEN
     PERFORM pgsched._invalid('schedule', format('bad month field %L in %L', f[5], expr));
-  ELSIF NOT pgsched._cron_field_ok(f[6], 0, 7, days) THEN
+  ELSIF pgsched._cron_values(f[6], 0, 7, days) IS NULL THEN
     PERFORM pgsched._invalid('schedule', format('bad day-of-week field %L in %L', f[6], expr));
+  -- As cron-parser: with any weekday, some listed day of month must exist in some listed month.
+  ELSIF f[6] IN ('*', '?') AND (SELECT min(d) FROM unnest(pgsched._cron_values(f[4], 1, 31, '{}')) d)
+      > (SELECT max((ARRAY[31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[mo])
+         FROM unnest(pgsched._cron_values(f[5], 1, 12, months)) mo) THEN
+    PERFORM pgsched._invalid('schedule', format('%L never fires: no listed month has that day', expr));
   END IF;
 END
 $$;
@@ -282,7 +297,7 @@ $$;
  * which this wakes with NOTIFY. The same idempotency_key from the same owner returns the first job.
  */
 CREATE FUNCTION pgsched.submit_job(
-  name text,
+  name text DEFAULT NULL,
   command text DEFAULT NULL,
   task text DEFAULT NULL,
   payload jsonb DEFAULT NULL,
