@@ -151,6 +151,12 @@ BEGIN
 END
 $$;
 
+-- Raises 42501 unless the session may act on job p_job_id (see _check_owner).
+CREATE FUNCTION pgsched._check_job_owner(p_job_id bigint) RETURNS void
+LANGUAGE sql STABLE AS $$
+  SELECT pgsched._check_owner((SELECT owner FROM pgsched.jobs WHERE id = p_job_id), format('job %s', p_job_id))
+$$;
+
 -- The values one cron field names, or NULL when it is malformed. Accepts what cron-parser
 -- accepts in its common form: *, ?, numbers, month and weekday names, ranges, steps and lists.
 -- L, W, # and H are refused so that the scheduler (cron-parser) never meets an expression this
@@ -412,7 +418,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   r record;
 BEGIN
-  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = cancel_job.job_id), format('job %s', cancel_job.job_id));
+  PERFORM pgsched._check_job_owner(cancel_job.job_id);
   UPDATE pgsched.jobs j SET status = 'cancelled', next_run_at = NULL, updated_at = now()
   WHERE j.id = cancel_job.job_id AND j.status IN ('active', 'paused');
   IF NOT FOUND THEN RETURN false; END IF;
@@ -433,7 +439,7 @@ $$;
 CREATE FUNCTION pgsched.pause_job(job_id bigint) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = pause_job.job_id), format('job %s', pause_job.job_id));
+  PERFORM pgsched._check_job_owner(pause_job.job_id);
   UPDATE pgsched.jobs j SET status = 'paused', updated_at = now()
   WHERE j.id = pause_job.job_id AND j.status = 'active';
   IF NOT FOUND THEN RETURN false; END IF;
@@ -450,7 +456,7 @@ $$;
 CREATE FUNCTION pgsched.resume_job(job_id bigint) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = resume_job.job_id), format('job %s', resume_job.job_id));
+  PERFORM pgsched._check_job_owner(resume_job.job_id);
   UPDATE pgsched.jobs j
   SET status = 'active', updated_at = now(),
     schedule_base_at = CASE WHEN j.schedule IS NOT NULL THEN now() END, next_run_at = NULL
@@ -471,7 +477,7 @@ CREATE FUNCTION pgsched.set_job_schedule(job_id bigint, schedule text, timezone 
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.jobs j WHERE j.id = set_job_schedule.job_id), format('job %s', set_job_schedule.job_id));
+  PERFORM pgsched._check_job_owner(set_job_schedule.job_id);
   PERFORM pgsched.validate_cron(set_job_schedule.schedule);
   PERFORM pgsched._validate_timezone(set_job_schedule.timezone);
   UPDATE pgsched.jobs j
@@ -494,7 +500,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'pgsched: job % does not exist', trigger_job.job_id USING ERRCODE = 'P0002';
   END IF;
-  PERFORM pgsched._check_owner(j.owner, format('job %s', j.id));
+  PERFORM pgsched._check_job_owner(j.id);
   IF j.status NOT IN ('active', 'completed') THEN
     RAISE EXCEPTION 'pgsched: job % is %; resume it before triggering', j.id, j.status
       USING ERRCODE = '55000';
@@ -509,7 +515,7 @@ $$;
 CREATE FUNCTION pgsched.retry_run(run_id bigint) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  PERFORM pgsched._check_owner((SELECT j.owner FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id WHERE r.id = retry_run.run_id), format('run %s', retry_run.run_id));
+  PERFORM pgsched._check_job_owner((SELECT r.job_id FROM pgsched.runs r WHERE r.id = retry_run.run_id));
   UPDATE pgsched.runs r
   SET status = 'queued', attempt = r.attempt + 1, available_at = now(), worker = NULL,
     started_at = NULL, finished_at = NULL, exit_code = NULL, error = NULL, updated_at = now()

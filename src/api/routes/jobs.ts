@@ -10,7 +10,6 @@ import {
   JobSchema,
   JobSubmissionSchema,
   PageQuerySchema,
-  ProblemSchema,
   RunSchema,
 } from '../../core/schemas.ts'
 import type { Job } from '../../core/types.ts'
@@ -30,37 +29,12 @@ import { runGet, runListForJob } from '../../db/queries/runs.ts'
 import { planIfUnplanned } from '../../scheduler/ticker.ts'
 import { currentTraceparent, tracer } from '../../telemetry/tracing.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
+import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
 
-const security = [{ bearerAuth: [] }]
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  content: { 'application/json': { schema } },
-  description,
-})
-const problems = {
-  400: {
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-    description: 'Invalid request',
-  },
-  401: {
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-    description: 'No valid token',
-  },
-  403: {
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-    description: 'Role may not',
-  },
-  404: {
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-    description: 'No such job',
-  },
-  409: {
-    content: { 'application/problem+json': { schema: ProblemSchema } },
-    description: 'Conflicts with the job state',
-  },
-}
-const JobPage = z.object({ items: z.array(JobSchema), next_cursor: z.string().nullable() })
-const RunPage = z.object({ items: z.array(RunSchema), next_cursor: z.string().nullable() })
+const problems = problemResponses('job', 'Conflicts with the job state')
+const JobPage = pageOf(JobSchema)
+const RunPage = pageOf(RunSchema)
 
 /** Loads a job the principal may see, or throws 404. */
 async function visibleJob(
@@ -89,8 +63,8 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
         }),
       },
       responses: {
-        201: json(JobSchema, 'Job created'),
-        200: json(JobSchema, 'The job first submitted with this Idempotency-Key'),
+        201: jsonResponse(JobSchema, 'Job created'),
+        200: jsonResponse(JobSchema, 'The job first submitted with this Idempotency-Key'),
         ...problems,
       },
     }),
@@ -127,7 +101,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       summary: 'List jobs, newest first',
       security,
       request: { query: JobListQuerySchema },
-      responses: { 200: json(JobPage, 'A page of jobs'), ...problems },
+      responses: { 200: jsonResponse(JobPage, 'A page of jobs'), ...problems },
     }),
     async (c) => {
       const p = c.get('principal')
@@ -137,7 +111,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
         owner: ownerScope(p),
         status: q.status,
         name: q.name,
-        before: q.cursor === undefined ? undefined : Number(q.cursor),
+        before: cursorId(q.cursor),
         limit: q.limit,
       })
       return c.json(
@@ -154,7 +128,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       summary: 'Read a job',
       security,
       request: { params: IdParamSchema },
-      responses: { 200: json(JobSchema, 'The job'), ...problems },
+      responses: { 200: jsonResponse(JobSchema, 'The job'), ...problems },
     }),
     async (c) => {
       requireRole(c.get('principal'), 'read')
@@ -173,7 +147,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
         params: IdParamSchema,
         body: { content: { 'application/json': { schema: JobPatchSchema } }, required: true },
       },
-      responses: { 200: json(JobSchema, 'The changed job'), ...problems },
+      responses: { 200: jsonResponse(JobSchema, 'The changed job'), ...problems },
     }),
     async (c) => {
       requireRole(c.get('principal'), 'write')
@@ -212,7 +186,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       summary: 'Cancel a job: queued runs are cancelled and a running run is stopped',
       security,
       request: { params: IdParamSchema },
-      responses: { 200: json(JobSchema, 'The cancelled job'), ...problems },
+      responses: { 200: jsonResponse(JobSchema, 'The cancelled job'), ...problems },
     }),
     async (c) => {
       requireRole(c.get('principal'), 'write')
@@ -235,7 +209,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       summary: 'Run a job now, outside its schedule',
       security,
       request: { params: IdParamSchema },
-      responses: { 201: json(RunSchema, 'The new run'), ...problems },
+      responses: { 201: jsonResponse(RunSchema, 'The new run'), ...problems },
     }),
     async (c) => {
       requireRole(c.get('principal'), 'write')
@@ -256,19 +230,14 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       summary: "List a job's runs, newest first",
       security,
       request: { params: IdParamSchema, query: PageQuerySchema },
-      responses: { 200: json(RunPage, 'A page of runs'), ...problems },
+      responses: { 200: jsonResponse(RunPage, 'A page of runs'), ...problems },
     }),
     async (c) => {
       requireRole(c.get('principal'), 'read')
       const { id } = c.req.valid('param')
       const q = c.req.valid('query')
       await visibleJob(sql, c, id)
-      const rows = await runListForJob(
-        sql,
-        id,
-        q.limit,
-        q.cursor === undefined ? undefined : Number(q.cursor),
-      )
+      const rows = await runListForJob(sql, id, q.limit, cursorId(q.cursor))
       return c.json(
         page(rows, q.limit, (r) => r.run_id),
         200,

@@ -1,33 +1,16 @@
 /** @module Routes of runs: read one with its attempts, replay a dead one, list dead letters. */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
-import { z } from 'zod'
 
 import { PgschedError } from '../../core/errors.ts'
-import {
-  IdParamSchema,
-  PageQuerySchema,
-  ProblemSchema,
-  RunDetailSchema,
-  RunSchema,
-} from '../../core/schemas.ts'
+import { IdParamSchema, PageQuerySchema, RunDetailSchema, RunSchema } from '../../core/schemas.ts'
 import type { Principal } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import { runAttempts, runGet, runListDead, runRetryDead } from '../../db/queries/runs.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
+import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
 
-const security = [{ bearerAuth: [] }]
-const problem = (description: string) => ({
-  content: { 'application/problem+json': { schema: ProblemSchema } },
-  description,
-})
-const problems = {
-  400: problem('Invalid request'),
-  401: problem('No valid token'),
-  403: problem('Role may not'),
-  404: problem('No such run'),
-  409: problem('The run is not dead'),
-}
+const problems = problemResponses('run', 'The run is not dead')
 
 async function runDetail(sql: Sql, p: Principal, id: number) {
   const { owner: _owner, ...run } = requireVisible(p, 'run', id, await runGet(sql, id))
@@ -45,10 +28,7 @@ export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       security,
       request: { params: IdParamSchema },
       responses: {
-        200: {
-          content: { 'application/json': { schema: RunDetailSchema } },
-          description: 'The run',
-        },
+        200: jsonResponse(RunDetailSchema, 'The run'),
         ...problems,
       },
     }),
@@ -67,10 +47,7 @@ export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       security,
       request: { params: IdParamSchema },
       responses: {
-        200: {
-          content: { 'application/json': { schema: RunDetailSchema } },
-          description: 'The replayed run',
-        },
+        200: jsonResponse(RunDetailSchema, 'The replayed run'),
         ...problems,
       },
     }),
@@ -100,14 +77,7 @@ export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       security,
       request: { query: PageQuerySchema },
       responses: {
-        200: {
-          content: {
-            'application/json': {
-              schema: z.object({ items: z.array(RunSchema), next_cursor: z.string().nullable() }),
-            },
-          },
-          description: 'A page of dead runs',
-        },
+        200: jsonResponse(pageOf(RunSchema), 'A page of dead runs'),
         ...problems,
       },
     }),
@@ -118,7 +88,7 @@ export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       const rows = await runListDead(sql, {
         owner: ownerScope(p),
         limit: q.limit,
-        before: q.cursor === undefined ? undefined : Number(q.cursor),
+        before: cursorId(q.cursor),
       })
       return c.json(
         page(rows, q.limit, (r) => r.run_id),
