@@ -592,8 +592,14 @@ BEGIN
     INSERT INTO pgsched.run_events (run_id, to_status, attempt, worker, error)
     SELECT p_run_id, 'result_dropped', p_attempt, p_worker,
       format('late %s result of attempt %s dropped: the attempt is no longer current', p_outcome, p_attempt)
-    -- A cancelled attempt's result is expected to arrive late; only other late results are news.
-    WHERE p_outcome <> 'cancelled' AND EXISTS (SELECT 1 FROM pgsched.runs WHERE id = p_run_id);
+    -- A cancelled attempt's result is expected to arrive late, and a result the worker sends
+    -- again (its first commit's answer was lost) was recorded already; others are news.
+    WHERE p_outcome <> 'cancelled' AND EXISTS (SELECT 1 FROM pgsched.runs WHERE id = p_run_id)
+      AND NOT EXISTS (
+        SELECT 1 FROM pgsched.run_attempts a
+        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.worker = p_worker
+          AND a.outcome = p_outcome AND a.finished_at < now()
+      );
     RETURN NULL;
   END IF;
   SELECT * INTO j FROM pgsched.jobs WHERE id = r.job_id;

@@ -5,6 +5,7 @@
  */
 import { hostname } from 'node:os'
 
+import { ExponentialBackoff, handleAll, retry } from 'cockatiel'
 import { Logger as GraphileLogger, type Runner, run, type Task } from 'graphile-worker'
 
 import type { Logger } from '../core/types.ts'
@@ -28,6 +29,13 @@ export interface WorkerOptions {
   /** @see ExecutorSettings.pollIntervalMs */
   pollIntervalMs?: number
 }
+
+// Recording a result survives a database blip of about half a minute; run_finish is fenced on
+// (run, attempt, worker), so repeating it after a lost answer changes nothing.
+const recordResultPolicy = retry(handleAll, {
+  maxAttempts: 8,
+  backoff: new ExponentialBackoff({ initialDelay: 250, maxDelay: 8000 }),
+})
 
 /** The payload of a `pgsched_run` executor job. */
 interface RunPayload {
@@ -111,7 +119,9 @@ export class Worker {
           signal: abort.signal,
           logger,
         })
-        const status = await runFinish(sql, run_id, attempt, this.name, result)
+        const status = await recordResultPolicy.execute(() =>
+          runFinish(sql, run_id, attempt, this.name, result),
+        )
         logger.info(
           { run_id, attempt, outcome: result.outcome, status },
           'worker: attempt finished',
