@@ -92,6 +92,24 @@ describe('POST /v1/jobs', () => {
     expect(bobs.body.job_id).not.toBe(first.body.job_id)
   })
 
+  it('creates one job when the same Idempotency-Key arrives concurrently', async () => {
+    const headers = { 'idempotency-key': 'race-1' }
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        t.request('POST', '/v1/jobs', {
+          token: alice,
+          body: { name: 'race', command: 'true' },
+          headers,
+        }),
+      ),
+    )
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 201])
+    expect(new Set(answers.map((a) => a.body.job_id)).size).toBe(1)
+    const [jobs] =
+      await t.sql`SELECT count(*)::int AS n FROM pgsched.jobs WHERE idempotency_key = 'race-1'`
+    expect(jobs!.n).toBe(1)
+  })
+
   it.each([
     [{ command: 'true' }, 'name'],
     [{ name: 'x' }, 'command'],

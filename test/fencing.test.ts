@@ -25,7 +25,7 @@ async function events(runId: number) {
     SELECT to_status, error FROM pgsched.run_events WHERE run_id = ${runId} ORDER BY id`
 }
 
-it('starts an attempt once: a second worker gets nothing', async () => {
+it('starts an attempt once: a second worker gets nothing, a repeated start the same attempt', async () => {
   const run = await queuedRun()
   expect(await runStart(t.sql, run, 1, 'w1')).toMatchObject({
     run_id: run,
@@ -33,6 +33,10 @@ it('starts an attempt once: a second worker gets nothing', async () => {
     kind: 'command',
   })
   expect(await runStart(t.sql, run, 1, 'w2')).toBeUndefined()
+  // The same worker asking again (its first answer was lost) gets the same attempt, once.
+  expect(await runStart(t.sql, run, 1, 'w1')).toMatchObject({ run_id: run, attempt: 1 })
+  const attempts = await t.sql`SELECT worker FROM pgsched.run_attempts WHERE run_id = ${run}`
+  expect(attempts).toEqual([{ worker: 'w1' }])
   expect(await runStart(t.sql, run, 2, 'w2')).toBeUndefined()
 })
 

@@ -534,7 +534,8 @@ $$;
 
 /**
  * Marks attempt p_attempt of a run as running on p_worker and returns what to execute. Returns no
- * row when the attempt is no longer current (cancelled, replaced, or its job paused).
+ * row when the attempt is no longer current (cancelled, replaced, or its job paused). Calling it
+ * again from the same worker (its first answer was lost) returns the same attempt.
  */
 CREATE FUNCTION pgsched.run_start(p_run_id bigint, p_attempt integer, p_worker text)
 RETURNS TABLE (
@@ -546,16 +547,18 @@ BEGIN
   RETURN QUERY
   WITH started AS (
     UPDATE pgsched.runs r
-    SET status = 'running', worker = p_worker, started_at = now(), updated_at = now(),
-      error = NULL, exit_code = NULL
+    SET status = 'running', worker = p_worker, updated_at = now(), error = NULL, exit_code = NULL,
+      started_at = CASE WHEN r.status = 'running' THEN r.started_at ELSE now() END
     FROM pgsched.jobs j
-    WHERE r.id = p_run_id AND r.attempt = p_attempt AND r.status IN ('queued', 'failed')
+    WHERE r.id = p_run_id AND r.attempt = p_attempt
+      AND (r.status IN ('queued', 'failed') OR (r.status = 'running' AND r.worker = p_worker))
       AND j.id = r.job_id AND j.status IN ('active', 'completed')
     RETURNING r.id, r.job_id, r.attempt, j.kind, j.command, j.task, j.payload, j.timeout_seconds,
       coalesce(r.traceparent, j.traceparent) AS traceparent
   ), attempt_row AS (
     INSERT INTO pgsched.run_attempts (run_id, attempt, worker)
     SELECT s.id, s.attempt, p_worker FROM started s
+    ON CONFLICT DO NOTHING
   )
   SELECT * FROM started;
 END

@@ -30,9 +30,10 @@ export interface WorkerOptions {
   pollIntervalMs?: number
 }
 
-// Recording a result survives a database blip of about half a minute; run_finish is fenced on
-// (run, attempt, worker), so repeating it after a lost answer changes nothing.
-const recordResultPolicy = retry(handleAll, {
+// Starting an attempt and recording its result survive a database blip of about half a minute.
+// Both are safe to repeat after a lost answer: run_start returns the same attempt to the same
+// worker, and run_finish is fenced on (run, attempt, worker).
+const databaseRetryPolicy = retry(handleAll, {
   maxAttempts: 8,
   backoff: new ExponentialBackoff({ initialDelay: 250, maxDelay: 8000 }),
 })
@@ -103,7 +104,9 @@ export class Worker {
   readonly #task: Task = async (payload) => {
     const { run_id, attempt } = payload as RunPayload
     const { sql, logger } = this.#o
-    const started = await runStart(sql, run_id, attempt, this.name)
+    const started = await databaseRetryPolicy.execute(() =>
+      runStart(sql, run_id, attempt, this.name),
+    )
     if (!started) {
       logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
       return
@@ -119,7 +122,7 @@ export class Worker {
           signal: abort.signal,
           logger,
         })
-        const status = await recordResultPolicy.execute(() =>
+        const status = await databaseRetryPolicy.execute(() =>
           runFinish(sql, run_id, attempt, this.name, result),
         )
         logger.info(
