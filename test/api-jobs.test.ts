@@ -140,6 +140,17 @@ describe('POST /v1/jobs', () => {
     expect([await count('jobs'), await count('runs')]).toEqual(before)
   })
 
+  it('refuses a body over 1 MiB with 413 problem+json, and writes nothing', async () => {
+    const before = await count('jobs')
+    const res = await t.request('POST', '/v1/jobs', {
+      token: alice,
+      body: { name: 'big', task: 't', payload: { blob: 'x'.repeat(1_100_000) } },
+    })
+    expect(res.status).toBe(413)
+    expect(res.headers.get('content-type')).toBe('application/problem+json')
+    expect(await count('jobs')).toBe(before)
+  })
+
   it('refuses a body that is not JSON with 400 problem+json', async () => {
     const res = await t.request('POST', '/v1/jobs', { token: alice, body: '{"name":' })
     expect(res.status).toBe(400)

@@ -1,7 +1,7 @@
 /** pgsched as a library: a worker with programmatically registered task handlers. */
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
-import { startWorker } from '../src/index.ts'
+import { loadTasksFolder, startWorker } from '../src/index.ts'
 import { setup, type TestBundle, waitFor } from './helpers.ts'
 
 let t: TestBundle
@@ -36,4 +36,18 @@ it('runs a task registered with startWorker, given its payload, run id and attem
   } finally {
     await stop()
   }
+})
+
+it('loads task handlers from the tasks folder, one module per task named after its file', async () => {
+  const tasks = await loadTasksFolder('tasks')
+  expect(Object.keys(tasks)).toContain('echo')
+  const ctx = {
+    runId: 1,
+    jobId: 1,
+    attempt: 1,
+    signal: new AbortController().signal,
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+  }
+  expect(tasks.echo!({ a: 1 }, ctx)).toEqual({ a: 1 })
+  expect(await loadTasksFolder('no-such-folder')).toEqual({})
 })

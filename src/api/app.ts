@@ -1,5 +1,6 @@
 /** @module The HTTP API: createApp(deps) builds a Hono app that runs on any runtime. */
 import { OpenAPIHono } from '@hono/zod-openapi'
+import { bodyLimit } from 'hono/body-limit'
 
 import { PgschedError } from '../core/errors.ts'
 import type { Logger } from '../core/types.ts'
@@ -10,6 +11,9 @@ import { registerHealthRoutes } from './routes/health.ts'
 import { registerJobRoutes } from './routes/jobs.ts'
 import { registerRunRoutes } from './routes/runs.ts'
 import type { TokenVerifier } from './tokens.ts'
+
+/** Largest request body the API reads: a command, payload and schedule fit with room to spare. */
+export const BODY_LIMIT_BYTES = 1024 * 1024
 
 /** What the API needs. Internal seam: may change without notice. */
 export interface AppDeps {
@@ -38,6 +42,14 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   registerHealthRoutes(app as never, deps.sql)
   app.use('/v1/*', authenticate(deps.verifyToken))
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: BODY_LIMIT_BYTES,
+      onError: (c) =>
+        problem(c, 'too_large', `the request body is larger than ${BODY_LIMIT_BYTES} bytes`),
+    }),
+  )
   registerJobRoutes(app, deps.sql)
   registerRunRoutes(app, deps.sql)
 
