@@ -3,7 +3,6 @@
  * folder) and migrates a template database once; each test file clones it.
  */
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 
 import type { TestProject } from 'vitest/node'
@@ -11,6 +10,7 @@ import type { TestProject } from 'vitest/node'
 import { createSql } from '../src/db/client.ts'
 import { migrateAll } from '../src/runtime/bootstrap.ts'
 import { startEmbeddedPostgres } from '../src/runtime/embedded-postgres.ts'
+import { freePort } from './processes.ts'
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -19,17 +19,6 @@ declare module 'vitest' {
     /** The migrated template database to clone. */
     templateDatabase: string
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-    srv.on('error', reject)
-  })
 }
 
 /** Replaces the database of a Postgres URL. */

@@ -10,6 +10,8 @@ import { Scheduler } from '../src/scheduler/index.ts'
 import { Worker, type WorkerOptions } from '../src/worker/index.ts'
 import { withDatabase } from './global-setup.ts'
 
+export { waitFor } from './processes.ts'
+
 /** The HS256 secret tests sign with. */
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256'
 
@@ -103,23 +105,5 @@ export async function setup(): Promise<TestBundle> {
       await admin`DROP DATABASE IF EXISTS ${admin(name)} WITH (FORCE)`
       await admin.end()
     },
-  }
-}
-
-/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
-export async function waitFor<T>(
-  check: () => Promise<T> | T,
-  timeoutMs = 10_000,
-  what: string | (() => string) = 'condition',
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await check()
-    if (v) return v as NonNullable<T>
-    if (Date.now() > deadline)
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`,
-      )
-    await new Promise((r) => setTimeout(r, 50))
   }
 }

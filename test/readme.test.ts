@@ -1,56 +1,32 @@
 /** The README's curl session, run word for word against `pgsched start` as a real process. */
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { promisify } from 'node:util'
 
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
 import { setup, TEST_SECRET, type TestBundle, waitFor } from './helpers.ts'
+import { freePort, type Service, startService } from './processes.ts'
 
 let t: TestBundle
-let server: ChildProcess
+let server: Service
 let port: number
-let logs = ''
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 beforeAll(async () => {
   t = await setup()
   port = await freePort()
   // The pinned Node 24 (type stripping), even when vitest itself was started by an older node.
   const node = existsSync('node_modules/.bin/node') ? 'node_modules/.bin/node' : process.execPath
-  server = spawn(node, ['src/runtime/node.ts', 'start'], {
-    env: {
-      ...process.env,
-      DATABASE_URL: t.url,
-      PGSCHED_JWT_SECRET: TEST_SECRET,
-      PORT: String(port),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  server.stdout!.on('data', (d) => (logs += d))
-  server.stderr!.on('data', (d) => (logs += d))
-  await waitFor(
-    () => logs.includes('pgsched API listening'),
-    20_000,
-    () => `the server to listen; logs:\n${logs}`,
+  server = await startService(
+    node,
+    ['src/runtime/node.ts', 'start'],
+    { DATABASE_URL: t.url, PGSCHED_JWT_SECRET: TEST_SECRET, PORT: String(port) },
+    'pgsched API listening',
   )
 })
 
 afterAll(async () => {
-  if (server.exitCode === null) {
-    const exited = new Promise((r) => server.once('exit', r))
-    server.kill('SIGTERM')
-    await exited
-  }
+  await server.stop()
   await t.close()
 })
 
@@ -79,8 +55,6 @@ it("runs the README's curl session as printed", async () => {
   )
 })
 
-it('shuts down on SIGTERM', async () => {
-  const exited = new Promise<number | null>((r) => server.once('exit', (code) => r(code)))
-  server.kill('SIGTERM')
-  expect(await exited).toBe(0)
+it('shuts down on SIGTERM with exit code 0', async () => {
+  expect(await server.stop()).toBe(0)
 })

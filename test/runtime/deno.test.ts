@@ -1,26 +1,18 @@
 /** The portable layers on Deno: the API and the scheduler of src/runtime/deno.ts, unchanged. */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { createServer } from 'node:net'
-
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
 import { setup, TEST_SECRET, type TestBundle, waitFor } from '../helpers.ts'
+import { freePort, type Service, startService } from '../processes.ts'
 
 let t: TestBundle
-let deno: ChildProcess
+let deno: Service
 let base: string
-let logs = ''
 
 beforeAll(async () => {
   t = await setup()
-  const port = await new Promise<number>((resolve) => {
-    const srv = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
+  const port = await freePort()
   base = `http://127.0.0.1:${port}`
-  deno = spawn(
+  deno = await startService(
     'node_modules/.bin/deno',
     [
       'run',
@@ -31,31 +23,18 @@ beforeAll(async () => {
       'src/runtime/deno.ts',
     ],
     {
-      env: {
-        ...process.env,
-        DATABASE_URL: t.url,
-        PGSCHED_JWT_SECRET: TEST_SECRET,
-        PORT: String(port),
-        DENO_NO_UPDATE_CHECK: '1',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      DATABASE_URL: t.url,
+      PGSCHED_JWT_SECRET: TEST_SECRET,
+      PORT: String(port),
+      DENO_NO_UPDATE_CHECK: '1',
     },
-  )
-  deno.stdout!.on('data', (d) => (logs += d))
-  deno.stderr!.on('data', (d) => (logs += d))
-  await waitFor(
-    () => logs.includes('listening'),
+    'listening',
     40_000,
-    () => `Deno to serve; output:\n${logs}`,
   )
 }, 60_000)
 
 afterAll(async () => {
-  if (deno.exitCode === null) {
-    const exited = new Promise((r) => deno.once('exit', r))
-    deno.kill('SIGTERM')
-    await exited
-  }
+  await deno.stop()
   await t.close()
 })
 
@@ -86,7 +65,7 @@ it('serves the API and fires cron ticks on Deno', async () => {
       return runs.items.length >= 2
     },
     10_000,
-    () => `two ticks fired by the Deno scheduler; output:\n${logs}`,
+    () => `two ticks fired by the Deno scheduler; output:\n${deno.logs()}`,
   )
   const [leader] = await t.sql`SELECT holder FROM pgsched.leader`
   expect(leader!.holder).toBe('deno')

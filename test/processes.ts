@@ -1,0 +1,80 @@
+/** Helpers for tests that run pgsched (or Postgres) as real processes. */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createServer } from 'node:net'
+
+/** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  check: () => Promise<T> | T,
+  timeoutMs = 10_000,
+  what: string | (() => string) = 'condition',
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await check()
+    if (v) return v as NonNullable<T>
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`,
+      )
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/** A TCP port free on loopback right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+    srv.on('error', reject)
+  })
+}
+
+/** A service started as a child process. */
+export interface Service {
+  child: ChildProcess
+  /** Everything it printed so far. */
+  logs(): string
+  /** SIGTERM, then wait for the exit; resolves to the exit code. */
+  stop(): Promise<number | null>
+}
+
+/** Starts `command` and waits until its output includes `ready`. */
+export async function startService(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  ready: string,
+  timeoutMs = 20_000,
+): Promise<Service> {
+  const child = spawn(command, args, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let logs = ''
+  child.stdout!.on('data', (d) => (logs += d))
+  child.stderr!.on('data', (d) => (logs += d))
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+  const service: Service = {
+    child,
+    logs: () => logs,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+      return exited
+    },
+  }
+  try {
+    await waitFor(
+      () => logs.includes(ready),
+      timeoutMs,
+      () => `${command} to print "${ready}"; output:\n${logs}`,
+    )
+  } catch (e) {
+    await service.stop()
+    throw e
+  }
+  return service
+}
