@@ -2,7 +2,6 @@
 import { OpenAPIHono } from '@hono/zod-openapi'
 import { bodyLimit } from 'hono/body-limit'
 
-import { PgschedError } from '../core/errors.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { type AppEnv, authenticate } from './middleware/auth.ts'
@@ -40,7 +39,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.onError(onError(deps.logger))
   app.notFound((c) => problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`))
 
-  registerHealthRoutes(app as never, deps.sql)
+  registerHealthRoutes(app, deps.sql)
   app.use('/v1/*', authenticate(deps.verifyToken))
   app.use(
     '/v1/*',
@@ -68,5 +67,3 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   })
   return app
 }
-
-export { PgschedError }

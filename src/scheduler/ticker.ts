@@ -67,7 +67,7 @@ export async function tickOnce(
           { job_id: job.id, err: e },
           'scheduler: schedule cannot be planned; job paused',
         )
-        await jobPause(tx as Sql, job.id)
+        await jobPause(tx, job.id)
       }
     }
     const created = await jobFireTicks(tx, plans)

@@ -14,7 +14,7 @@ export function currentTraceparent(): string | null {
   return carrier.traceparent ?? null
 }
 
-/** Runs `fn` in a span that continues the trace of a stored traceparent. */
+/** Runs `fn` in a span that continues the trace of a stored traceparent (null: the active one). */
 export function withSpanFrom<T>(
   name: string,
   traceparent: string | null,

@@ -1,12 +1,13 @@
 /** @module Health routes, without auth: /healthz (alive) and /readyz (database and schema ready). */
-import type { Hono } from 'hono'
+import type { OpenAPIHono } from '@hono/zod-openapi'
 
 import type { SqlPool } from '../../db/client.ts'
 import { latestMigrationVersion } from '../../db/migrator.ts'
 import { migrationsLatestApplied } from '../../db/queries/migrations.ts'
+import type { AppEnv } from '../middleware/auth.ts'
 
 /** Registers /healthz and /readyz. */
-export function registerHealthRoutes(app: Hono<never>, sql: SqlPool): void {
+export function registerHealthRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', async (c) => {
     const want = latestMigrationVersion()

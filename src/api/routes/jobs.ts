@@ -27,7 +27,7 @@ import {
 } from '../../db/queries/jobs.ts'
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
 import { planIfUnplanned } from '../../scheduler/ticker.ts'
-import { currentTraceparent, tracer } from '../../telemetry/tracing.ts'
+import { currentTraceparent, withSpanFrom } from '../../telemetry/tracing.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
@@ -73,23 +73,19 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       requireRole(p, 'write')
       const body = c.req.valid('json')
       const key = c.req.valid('header')['idempotency-key']
-      const { job, created } = await tracer.startActiveSpan('pgsched.api.submit', async (span) => {
-        try {
-          return await sql.begin(async (tx) => {
-            const res = await jobSubmit(
-              tx,
-              { ...body, run_at: body.run_at ? new Date(body.run_at) : null, idempotency_key: key },
-              p.sub,
-              currentTraceparent(),
-            )
-            if (!res.created || res.job.schedule === null) return res
-            await planIfUnplanned(tx, res.job.job_id)
-            return { job: (await jobGet(tx, res.job.job_id))!, created: true }
-          })
-        } finally {
-          span.end()
-        }
-      })
+      const { job, created } = await withSpanFrom('pgsched.api.submit', null, {}, () =>
+        sql.begin(async (tx) => {
+          const res = await jobSubmit(
+            tx,
+            { ...body, run_at: body.run_at ? new Date(body.run_at) : null, idempotency_key: key },
+            p.sub,
+            currentTraceparent(),
+          )
+          if (!res.created || res.job.schedule === null) return res
+          await planIfUnplanned(tx, res.job.job_id)
+          return { job: (await jobGet(tx, res.job.job_id))!, created: true }
+        }),
+      )
       return c.json(jsonify(job), created ? 201 : 200)
     },
   )

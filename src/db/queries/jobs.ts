@@ -153,13 +153,16 @@ export interface DueJob {
   now: Date
 }
 
+const dueColumns = (sql: Sql) =>
+  sql`id, schedule, timezone, schedule_base_at, next_run_at, now() AS now`
+
 /**
  * Locks up to `limit` scheduled jobs that need planning (no next_run_at yet) or whose tick is
  * due. SKIP LOCKED lets a second scheduler pass over rows the first is firing. Call in a transaction.
  */
 export async function jobListDue(sql: Sql, limit: number): Promise<DueJob[]> {
   return sql<DueJob[]>`
-    SELECT id, schedule, timezone, schedule_base_at, next_run_at, now() AS now
+    SELECT ${dueColumns(sql)}
     FROM pgsched.jobs
     WHERE status = 'active' AND schedule IS NOT NULL
       AND (next_run_at IS NULL OR next_run_at <= now())
@@ -171,7 +174,7 @@ export async function jobListDue(sql: Sql, limit: number): Promise<DueJob[]> {
 /** Locks one active scheduled job whose first tick is not planned yet; undefined otherwise. */
 export async function jobGetUnplanned(sql: Sql, id: number): Promise<DueJob | undefined> {
   const [job] = await sql<DueJob[]>`
-    SELECT id, schedule, timezone, schedule_base_at, next_run_at, now() AS now
+    SELECT ${dueColumns(sql)}
     FROM pgsched.jobs
     WHERE id = ${id} AND status = 'active' AND schedule IS NOT NULL AND next_run_at IS NULL
     FOR UPDATE`
