@@ -42,6 +42,10 @@ export interface StartWorkerOptions {
   killGraceMs?: number
   /** @default a logger that drops everything */
   logger?: Logger
+  /** @see WorkerOptions.heartbeatIntervalMs */
+  heartbeatIntervalMs?: number
+  /** @see WorkerOptions.shutdownGraceMs */
+  shutdownGraceMs?: number
 }
 
 /** Starts a worker with programmatically registered task handlers; stop() closes it all. */
@@ -56,6 +60,8 @@ export async function startWorker(
     killGraceMs: o.killGraceMs ?? KILL_GRACE_MS_DEFAULT,
     tasks: o.tasks,
     logger: o.logger ?? silentLogger,
+    heartbeatIntervalMs: o.heartbeatIntervalMs,
+    shutdownGraceMs: o.shutdownGraceMs,
   })
   await worker.start()
   return {

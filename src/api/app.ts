@@ -5,7 +5,9 @@ import { bodyLimit } from 'hono/body-limit'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { type AppEnv, authenticate } from './middleware/auth.ts'
+import { databaseBreaker } from './middleware/breaker.ts'
 import { fieldErrors, onError, problem } from './middleware/problem.ts'
+import { registerClusterRoutes } from './routes/cluster.ts'
 import { registerHealthRoutes } from './routes/health.ts'
 import { registerJobRoutes } from './routes/jobs.ts'
 import { registerRunRoutes } from './routes/runs.ts'
@@ -49,8 +51,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
         problem(c, 'too_large', `the request body is larger than ${BODY_LIMIT_BYTES} bytes`),
     }),
   )
+  app.use('/v1/*', databaseBreaker({ logger: deps.logger }))
   registerJobRoutes(app, deps.sql)
   registerRunRoutes(app, deps.sql)
+  registerClusterRoutes(app, deps.sql)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -20,12 +20,18 @@ function problem(description: string) {
   return { content: { 'application/problem+json': { schema: ProblemSchema } }, description }
 }
 
+/** The problem responses every /v1 route can give. */
+export const baseProblems = {
+  401: problem('No valid token'),
+  403: problem('Your roles may not do this'),
+  503: problem('The database is unavailable; retry after the Retry-After seconds'),
+}
+
 /** The problem responses of a route on `resource` (e.g. 'job'); `conflict` says when 409 happens. */
 export function problemResponses(resource: string, conflict: string) {
   return {
+    ...baseProblems,
     400: problem('Invalid request'),
-    401: problem('No valid token'),
-    403: problem('Your roles may not do this'),
     404: problem(`No such ${resource}, or not yours`),
     409: problem(conflict),
   }

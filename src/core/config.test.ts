@@ -3,10 +3,13 @@ import { describe, expect, it } from 'vitest'
 import {
   DATA_DIR_DEFAULT,
   EMBEDDED_PG_PORT_DEFAULT,
+  HEARTBEAT_INTERVAL_SECONDS_DEFAULT,
+  HEARTBEAT_TIMEOUT_SECONDS_DEFAULT,
   KILL_GRACE_SECONDS_DEFAULT,
   LEADER_POLL_SECONDS_DEFAULT,
   PORT_DEFAULT,
   resolveConfig,
+  SHUTDOWN_GRACE_SECONDS_DEFAULT,
   TASKS_DIR_DEFAULT,
   WORKER_CONCURRENCY_DEFAULT,
 } from './config.ts'
@@ -38,12 +41,18 @@ describe('resolveConfig', () => {
       workerConcurrency: WORKER_CONCURRENCY_DEFAULT,
       leaderPollSeconds: LEADER_POLL_SECONDS_DEFAULT,
       killGraceSeconds: KILL_GRACE_SECONDS_DEFAULT,
+      heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS_DEFAULT,
+      heartbeatTimeoutSeconds: HEARTBEAT_TIMEOUT_SECONDS_DEFAULT,
+      shutdownGraceSeconds: SHUTDOWN_GRACE_SECONDS_DEFAULT,
       dataDir: DATA_DIR_DEFAULT,
       tasksDir: TASKS_DIR_DEFAULT,
       embeddedPgPort: EMBEDDED_PG_PORT_DEFAULT,
       logLevel: 'info',
     })
     expect(PORT_DEFAULT).toBe(8080)
+    expect([HEARTBEAT_INTERVAL_SECONDS_DEFAULT, HEARTBEAT_TIMEOUT_SECONDS_DEFAULT]).toEqual([
+      10, 60,
+    ])
   })
 
   it('reads every variable from the environment', () => {
@@ -57,6 +66,9 @@ describe('resolveConfig', () => {
       PGSCHED_WORKER_CONCURRENCY: '4',
       PGSCHED_LEADER_POLL_SECONDS: '2',
       PGSCHED_KILL_GRACE_SECONDS: '0',
+      PGSCHED_HEARTBEAT_INTERVAL_SECONDS: '1',
+      PGSCHED_HEARTBEAT_TIMEOUT_SECONDS: '3',
+      PGSCHED_SHUTDOWN_GRACE_SECONDS: '5',
       PGSCHED_DATA_DIR: '/var/lib/pgsched',
       PGSCHED_TASKS_DIR: './handlers',
       PGSCHED_EMBEDDED_PG_PORT: '6543',
@@ -72,6 +84,9 @@ describe('resolveConfig', () => {
       workerConcurrency: 4,
       leaderPollSeconds: 2,
       killGraceSeconds: 0,
+      heartbeatIntervalSeconds: 1,
+      heartbeatTimeoutSeconds: 3,
+      shutdownGraceSeconds: 5,
       dataDir: '/var/lib/pgsched',
       tasksDir: './handlers',
       embeddedPgPort: 6543,
@@ -117,6 +132,9 @@ describe('resolveConfig', () => {
     ['PGSCHED_LEADER_POLL_SECONDS', 'Infinity'],
     ['PGSCHED_KILL_GRACE_SECONDS', '-5'],
     ['PGSCHED_KILL_GRACE_SECONDS', 'NaN'],
+    ['PGSCHED_HEARTBEAT_INTERVAL_SECONDS', '0'],
+    ['PGSCHED_HEARTBEAT_TIMEOUT_SECONDS', '1'],
+    ['PGSCHED_SHUTDOWN_GRACE_SECONDS', '-1'],
     ['PGSCHED_EMBEDDED_PG_PORT', '0'],
     ['PGSCHED_EMBEDDED_PG_PORT', '70000'],
   ])('refuses %s=%j with a config error naming the variable', (name, value) => {
@@ -124,6 +142,20 @@ describe('resolveConfig', () => {
     expect(err.code).toBe('config')
     expect(err.message).toContain(name)
     expect(err.message).toContain(JSON.stringify(value))
+  })
+
+  it('refuses a heartbeat timeout shorter than two heartbeat intervals', () => {
+    const err = thrown({
+      PGSCHED_HEARTBEAT_INTERVAL_SECONDS: '10',
+      PGSCHED_HEARTBEAT_TIMEOUT_SECONDS: '19',
+    })
+    expect(err.message).toMatch(/PGSCHED_HEARTBEAT_TIMEOUT_SECONDS \(19\) must be at least twice/)
+    expect(
+      resolveConfig({
+        PGSCHED_HEARTBEAT_INTERVAL_SECONDS: '10',
+        PGSCHED_HEARTBEAT_TIMEOUT_SECONDS: '20',
+      }).heartbeatTimeoutSeconds,
+    ).toBe(20)
   })
 
   it('refuses a PGSCHED_JWT_SECRET shorter than 32 characters', () => {

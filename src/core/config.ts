@@ -7,6 +7,12 @@ export const PORT_DEFAULT = 8080
 export const WORKER_CONCURRENCY_DEFAULT = 10
 /** How often a follower scheduler tries to take the leader lock. */
 export const LEADER_POLL_SECONDS_DEFAULT = 5
+/** How often a worker heartbeats. */
+export const HEARTBEAT_INTERVAL_SECONDS_DEFAULT = 10
+/** How long a worker may stay silent before the leader declares it dead and rescues its runs. */
+export const HEARTBEAT_TIMEOUT_SECONDS_DEFAULT = 60
+/** How long a worker told to stop lets its running runs finish before handing them back. */
+export const SHUTDOWN_GRACE_SECONDS_DEFAULT = 30
 /** Grace between SIGTERM and SIGKILL when a command times out or is cancelled. */
 export const KILL_GRACE_SECONDS_DEFAULT = 10
 /** Where embedded PostgreSQL, the dev JWT secret and the dev password live. */
@@ -30,6 +36,10 @@ export interface PgschedConfig {
   readonly workerConcurrency: number
   readonly leaderPollSeconds: number
   readonly killGraceSeconds: number
+  readonly heartbeatIntervalSeconds: number
+  /** At least twice the heartbeat interval, so that one late heartbeat is not a death. */
+  readonly heartbeatTimeoutSeconds: number
+  readonly shutdownGraceSeconds: number
   readonly dataDir: string
   readonly tasksDir: string
   readonly embeddedPgPort: number
@@ -85,11 +95,39 @@ export function resolveConfig(
       3600,
     ),
     killGraceSeconds: int(env, 'PGSCHED_KILL_GRACE_SECONDS', KILL_GRACE_SECONDS_DEFAULT, 0, 3600),
+    heartbeatIntervalSeconds: int(
+      env,
+      'PGSCHED_HEARTBEAT_INTERVAL_SECONDS',
+      HEARTBEAT_INTERVAL_SECONDS_DEFAULT,
+      1,
+      3600,
+    ),
+    heartbeatTimeoutSeconds: int(
+      env,
+      'PGSCHED_HEARTBEAT_TIMEOUT_SECONDS',
+      HEARTBEAT_TIMEOUT_SECONDS_DEFAULT,
+      2,
+      86400,
+    ),
+    shutdownGraceSeconds: int(
+      env,
+      'PGSCHED_SHUTDOWN_GRACE_SECONDS',
+      SHUTDOWN_GRACE_SECONDS_DEFAULT,
+      0,
+      86400,
+    ),
     dataDir: str(env, 'PGSCHED_DATA_DIR') ?? DATA_DIR_DEFAULT,
     tasksDir: str(env, 'PGSCHED_TASKS_DIR') ?? TASKS_DIR_DEFAULT,
     embeddedPgPort: int(env, 'PGSCHED_EMBEDDED_PG_PORT', EMBEDDED_PG_PORT_DEFAULT, 1, 65535),
     logLevel: str(env, 'PGSCHED_LOG_LEVEL') ?? 'info',
   } satisfies PgschedConfig
   const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
-  return Object.freeze({ ...defaults, ...given })
+  const config = Object.freeze({ ...defaults, ...given })
+  if (config.heartbeatTimeoutSeconds < 2 * config.heartbeatIntervalSeconds) {
+    throw new PgschedError(
+      'config',
+      `PGSCHED_HEARTBEAT_TIMEOUT_SECONDS (${config.heartbeatTimeoutSeconds}) must be at least twice PGSCHED_HEARTBEAT_INTERVAL_SECONDS (${config.heartbeatIntervalSeconds})`,
+    )
+  }
+  return config
 }

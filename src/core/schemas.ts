@@ -4,7 +4,7 @@
  */
 import { z } from 'zod'
 
-import { JOB_STATUSES, RUN_STATUSES } from './types.ts'
+import { ATTEMPT_OUTCOMES, JOB_STATUSES, RUN_STATUSES, WORKER_STATES } from './types.ts'
 
 const laneName = z
   .string()
@@ -100,7 +100,7 @@ export const AttemptSchema = z
     worker: z.string(),
     started_at: isoTime,
     finished_at: isoTime.nullable(),
-    outcome: z.enum(['running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'lost']),
+    outcome: z.enum(ATTEMPT_OUTCOMES),
     exit_code: z.int().nullable(),
     error: z.string().nullable(),
   })
@@ -161,3 +161,30 @@ export const ProblemSchema = z
     errors: z.array(z.object({ field: z.string(), message: z.string() })).optional(),
   })
   .meta({ id: 'Problem' })
+
+/** A worker process in responses. */
+export const WorkerSchema = z
+  .object({
+    name: z.string(),
+    host: z.string(),
+    pid: z.int(),
+    concurrency: z.int(),
+    running: z.int().meta({ description: 'runs in hand at the last heartbeat' }),
+    state: z.enum(WORKER_STATES),
+    started_at: isoTime,
+    heartbeat_at: isoTime,
+    heartbeat_age_seconds: z.number(),
+    stopped_at: isoTime.nullable(),
+    error: z.string().nullable().meta({ description: 'why the leader declared it dead' }),
+  })
+  .meta({ id: 'Worker' })
+
+/** The scheduler leadership in responses. */
+export const SchedulerSchema = z
+  .object({
+    leader: z.string().nullable().meta({ description: 'host:pid of the last elected leader' }),
+    term: z.int().nullable().meta({ description: 'increases with every election' }),
+    since: isoTime.nullable(),
+    leading: z.boolean().meta({ description: 'whether that leader holds the lock now' }),
+  })
+  .meta({ id: 'Scheduler' })

@@ -11,6 +11,8 @@
  * - task: a named handler registered with the worker, given the job's JSON payload.
  * - command: a shell string, executed with /bin/sh -c in its own process group.
  * - worker: a process that executes runs (through the executor).
+ * - heartbeat: a worker's periodic proof of life; one silent past the timeout is declared dead.
+ * - rescue: the leader retrying what a dead worker held, fenced so its late results are dropped.
  * - leader: the one scheduler process holding the advisory lock; it fires ticks.
  * - executor: Graphile Worker, which hands each attempt to exactly one worker.
  */
@@ -34,8 +36,26 @@ export const RUN_STATUSES = Object.freeze([
 /** A run's state. */
 export type RunStatus = (typeof RUN_STATUSES)[number]
 
-/** How an attempt ended. */
-export type AttemptOutcome = 'running' | 'succeeded' | 'failed' | 'timed_out' | 'cancelled' | 'lost'
+/**
+ * How an attempt ended. `lost`: its worker died or stopped answering, and the leader rescued the
+ * run. `interrupted`: its worker shut down and handed it back for an immediate retry.
+ */
+export const ATTEMPT_OUTCOMES = Object.freeze([
+  'running',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'lost',
+  'interrupted',
+] as const)
+/** An attempt's outcome. */
+export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number]
+
+/** Worker states: `stopping` while it drains on shutdown; `dead` when the leader declared it lost. */
+export const WORKER_STATES = Object.freeze(['active', 'stopping', 'stopped', 'dead'] as const)
+/** A worker's state. */
+export type WorkerState = (typeof WORKER_STATES)[number]
 
 /** Roles carried in a token's `roles` claim. */
 export const ROLES = Object.freeze(['admin', 'submitter', 'viewer'] as const)
@@ -97,6 +117,34 @@ export interface Run {
   output: string | null
   error: string | null
   created_at: Date
+}
+
+/** A worker process as the API shows it. */
+export interface WorkerInfo {
+  name: string
+  host: string
+  pid: number
+  concurrency: number
+  /** Runs in hand at the last heartbeat. */
+  running: number
+  state: WorkerState
+  started_at: Date
+  heartbeat_at: Date
+  /** Seconds since the last heartbeat, by the database clock. */
+  heartbeat_age_seconds: number
+  stopped_at: Date | null
+  error: string | null
+}
+
+/** The scheduler leadership as the API shows it. */
+export interface SchedulerInfo {
+  /** The last elected leader, or null before any election. */
+  leader: string | null
+  term: number | null
+  /** When the leader took over. */
+  since: Date | null
+  /** Whether that leader still holds the lock now (false: an election is due). */
+  leading: boolean
 }
 
 /** Minimal structured logger; pino's logger satisfies it. */

@@ -46,3 +46,28 @@ export const PG_ERROR = Object.freeze({
   uniqueViolation: '23505',
   undefinedTable: '42P01',
 })
+
+// Errors that mean "the database cannot be reached now", as opposed to a failing statement:
+// postgres.js connection errors, socket errors, SQLSTATE class 08 (connection exception), and the
+// server shutting down or starting up.
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EPIPE',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  '57P01',
+  '57P02',
+  '57P03',
+])
+
+/** Whether `err` says the database is unreachable (down, restarting, or cut off). */
+export function isDatabaseUnreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))
+}

@@ -49,6 +49,7 @@ const scheduler = new Scheduler({
   logger,
   holder: 'deno',
   leaderPollMs: config.leaderPollSeconds * 1000,
+  heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
 })
 scheduler.start()
 const server = Deno.serve(

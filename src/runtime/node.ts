@@ -69,6 +69,8 @@ async function main(argv: string[]): Promise<void> {
       connectionString: db.url,
       concurrency: config.workerConcurrency,
       killGraceMs: config.killGraceSeconds * 1000,
+      heartbeatIntervalMs: config.heartbeatIntervalSeconds * 1000,
+      shutdownGraceMs: config.shutdownGraceSeconds * 1000,
       tasks,
       logger,
     })
@@ -82,6 +84,7 @@ async function main(argv: string[]): Promise<void> {
       logger,
       holder: `${hostname()}:${process.pid}`,
       leaderPollMs: config.leaderPollSeconds * 1000,
+      heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
     })
     scheduler.start()
     cleanups.push(() => scheduler.stop())

@@ -2,10 +2,11 @@
  * @module Leader election over a session advisory lock held on one reserved connection.
  * See README.md beside this file for the design.
  */
+
+import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { leaderRecord, leaderRelease, leaderTryAcquire } from '../db/queries/leader.ts'
-import { sleep } from './sleep.ts'
 
 /** Options of an Elector. */
 export interface ElectorOptions {

@@ -1,10 +1,13 @@
 /**
  * @module The scheduler role: campaigns for leadership and, while leading, runs the leader-only
- * services (today the ticker). One coordinator starts and stops them as leadership changes.
+ * services: the ticker and the rescuer. One coordinator starts and stops them as leadership changes.
  */
+
+import { HEARTBEAT_TIMEOUT_SECONDS_DEFAULT } from '../core/config.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { Elector } from './elector.ts'
+import { Rescuer } from './rescuer.ts'
 import { Ticker } from './ticker.ts'
 
 /** Options of the scheduler role. */
@@ -15,6 +18,8 @@ export interface SchedulerOptions {
   holder: string
   /** Follower retry interval. */
   leaderPollMs: number
+  /** Silence after which the leader declares a worker dead. @default HEARTBEAT_TIMEOUT_SECONDS_DEFAULT s */
+  heartbeatTimeoutMs?: number
 }
 
 /** A leader-only service. */
@@ -29,7 +34,14 @@ export class Scheduler {
   readonly #services: LeaderService[]
 
   constructor(o: SchedulerOptions) {
-    this.#services = [new Ticker({ sql: o.sql, logger: o.logger })]
+    this.#services = [
+      new Ticker({ sql: o.sql, logger: o.logger }),
+      new Rescuer({
+        sql: o.sql,
+        logger: o.logger,
+        heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_SECONDS_DEFAULT * 1000,
+      }),
+    ]
     this.#elector = new Elector({
       sql: o.sql,
       holder: o.holder,

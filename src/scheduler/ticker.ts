@@ -6,6 +6,7 @@
 
 import { cronNext, planDueTick } from '../core/cron.ts'
 import { PgschedError } from '../core/errors.ts'
+import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { Sql, SqlPool } from '../db/client.ts'
 import {
@@ -17,7 +18,6 @@ import {
   jobPause,
   type TickPlan,
 } from '../db/queries/jobs.ts'
-import { sleep } from './sleep.ts'
 
 /** Jobs planned per transaction; small enough to keep row locks brief. */
 export const TICK_BATCH_SIZE_DEFAULT = 500

@@ -4,21 +4,40 @@ import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
 import { OUTPUT_TAIL_BYTES, runCommand } from './sandbox.ts'
 import type { TaskRegistry } from './tasks.ts'
 
+/**
+ * Why the worker stops an attempt early: the user cancelled it, the worker is shutting down and
+ * hands it back, or the worker learned the run was rescued from it (its result would be dropped).
+ */
+export type StopReason = 'cancelled' | 'shutdown' | 'superseded'
+
+/** Longest wait between SIGTERM and SIGKILL when a user cancels a command. */
+export const CANCEL_KILL_GRACE_MS = 1_500
+
 /** What executing an attempt needs besides the run. */
 export interface ExecuteOptions {
   tasks: TaskRegistry
   killGraceMs: number
+  /** Aborted with a StopReason. */
   signal: AbortSignal
   logger: Logger
 }
 
 /** Runs the attempt to its end and reports the result; never throws. */
 export async function executeAttempt(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
+  const result = await execute(run, o)
+  if (result.outcome === 'cancelled' && o.signal.reason === ('shutdown' satisfies StopReason)) {
+    return { ...result, outcome: 'interrupted', error: 'the worker shut down; handed back' }
+  }
+  return result
+}
+
+async function execute(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
   if (run.kind === 'command') {
     const r = await runCommand({
       command: run.command!,
       timeoutMs: run.timeout_seconds * 1000,
       killGraceMs: o.killGraceMs,
+      cancelKillGraceMs: Math.min(o.killGraceMs, CANCEL_KILL_GRACE_MS),
       signal: o.signal,
       env: {
         PGSCHED_RUN_ID: String(run.run_id),

@@ -3,16 +3,29 @@
  * attempt under pgsched's fences. pgsched, not Graphile Worker, owns retries: an attempt that
  * fails is re-enqueued by pgsched.run_finish as a new executor job.
  */
+import { EventEmitter } from 'node:events'
 import { hostname } from 'node:os'
 
 import { ExponentialBackoff, handleAll, retry } from 'cockatiel'
-import { Logger as GraphileLogger, type Runner, run, type Task } from 'graphile-worker'
+import {
+  Logger as GraphileLogger,
+  type Runner,
+  run,
+  type Task,
+  type WorkerEvents,
+} from 'graphile-worker'
 
+import {
+  HEARTBEAT_INTERVAL_SECONDS_DEFAULT,
+  SHUTDOWN_GRACE_SECONDS_DEFAULT,
+} from '../core/config.ts'
+import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
-import { runFinish, runStart } from '../db/queries/runs.ts'
+import { type AttemptResult, runFinish, runStart } from '../db/queries/runs.ts'
+import { workerHeartbeat } from '../db/queries/workers.ts'
 import { withSpanFrom } from '../telemetry/tracing.ts'
-import { executeAttempt } from './execute.ts'
+import { executeAttempt, type StopReason } from './execute.ts'
 import { makeWorkerPreset } from './preset.ts'
 import type { TaskRegistry } from './tasks.ts'
 
@@ -28,11 +41,16 @@ export interface WorkerOptions {
   name?: string
   /** @see ExecutorSettings.pollIntervalMs */
   pollIntervalMs?: number
+  /** @default HEARTBEAT_INTERVAL_SECONDS_DEFAULT s */
+  heartbeatIntervalMs?: number
+  /** How long stop() lets running runs finish before handing them back. @default SHUTDOWN_GRACE_SECONDS_DEFAULT s */
+  shutdownGraceMs?: number
 }
 
 // Starting an attempt and recording its result survive a database blip of about half a minute.
 // Both are safe to repeat after a lost answer: run_start returns the same attempt to the same
-// worker, and run_finish is fenced on (run, attempt, worker).
+// worker, and run_finish is fenced on (run, attempt, worker). A result still unwritten after that
+// is kept and written after the next heartbeat that reaches the database.
 const databaseRetryPolicy = retry(handleAll, {
   maxAttempts: 8,
   backoff: new ExponentialBackoff({ initialDelay: 250, maxDelay: 8000 }),
@@ -44,13 +62,24 @@ interface RunPayload {
   attempt: number
 }
 
+/** A run this worker executes now. */
+interface ActiveRun {
+  attempt: number
+  abort: AbortController
+}
+
 /** The worker role of one process. */
 export class Worker {
   readonly name: string
   readonly #o: WorkerOptions
-  readonly #active = new Map<number, { attempt: number; abort: AbortController }>()
+  readonly #active = new Map<number, ActiveRun>()
+  readonly #unreported = new Map<number, { attempt: number; result: AttemptResult }>()
+  readonly #executorIds = new Set<string>()
   #runner: Runner | undefined
   #unlisten: (() => Promise<void>) | undefined
+  #state: 'active' | 'stopping' = 'active'
+  #beats = new AbortController()
+  #beatLoop: Promise<void> | undefined
 
   constructor(o: WorkerOptions) {
     this.#o = o
@@ -62,30 +91,107 @@ export class Worker {
     return [...this.#active.keys()]
   }
 
-  /** Starts listening for cancellations and executing runs; idempotent. */
+  /** Registers, starts heartbeating, listens for cancellations and executes runs; idempotent. */
   async start(): Promise<void> {
     if (this.#runner) return
+    this.#state = 'active'
+    await this.#beat()
     const sub = await this.#o.sql.listen('pgsched_cancel', (raw) => this.#onCancel(raw))
     this.#unlisten = () => sub.unlisten()
+    const events: WorkerEvents = new EventEmitter()
+    events.on('worker:create', ({ worker }) => this.#executorIds.add(worker.workerId))
     this.#runner = await run({
       preset: makeWorkerPreset({
         connectionString: this.#o.connectionString,
         concurrency: this.#o.concurrency,
         pollIntervalMs: this.#o.pollIntervalMs,
+        shutdownTimeoutMs: this.#shutdownGraceMs + this.#o.killGraceMs + 15_000,
       }),
       taskList: { pgsched_run: this.#task },
       noHandleSignals: true,
       logger: graphileLogger(this.#o.logger),
+      events,
     })
+    this.#beats = new AbortController()
+    this.#beatLoop = this.#heartbeats(this.#beats.signal)
   }
 
-  /** Stops taking runs and waits for the running ones to finish; idempotent. */
+  /**
+   * Stops gracefully: takes no new runs, lets running ones finish for the shutdown grace, then
+   * stops them and hands them back for an immediate retry elsewhere; idempotent.
+   */
   async stop(): Promise<void> {
     const runner = this.#runner
+    if (!runner) return
     this.#runner = undefined
-    await runner?.stop()
-    await this.#unlisten?.().catch(() => {})
-    this.#unlisten = undefined
+    this.#state = 'stopping'
+    await this.#beat()
+    const handBack = setTimeout(() => {
+      if (this.#active.size === 0) return
+      this.#o.logger.info(
+        { runs: this.activeRuns },
+        'worker: shutdown grace is over; handing running runs back',
+      )
+      for (const run of this.#active.values()) run.abort.abort('shutdown' satisfies StopReason)
+    }, this.#shutdownGraceMs)
+    try {
+      await runner.stop()
+    } finally {
+      clearTimeout(handBack)
+      this.#beats.abort()
+      await this.#beatLoop
+      await this.#unlisten?.().catch(() => {})
+      this.#unlisten = undefined
+      // Anything still unwritten is rescued by the leader: a stopped worker holds nothing.
+      await this.#beat('stopped')
+    }
+  }
+
+  get #shutdownGraceMs(): number {
+    return this.#o.shutdownGraceMs ?? SHUTDOWN_GRACE_SECONDS_DEFAULT * 1000
+  }
+
+  async #heartbeats(signal: AbortSignal): Promise<void> {
+    const interval = this.#o.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_SECONDS_DEFAULT * 1000
+    while (!signal.aborted) {
+      await this.#beat()
+      await sleep(interval, signal)
+    }
+  }
+
+  /** One heartbeat; then writes results a database outage kept back. Never throws. */
+  async #beat(state: 'active' | 'stopping' | 'stopped' = this.#state): Promise<void> {
+    const { sql, logger } = this.#o
+    const held = [...this.#active.values()]
+    try {
+      const before = await workerHeartbeat(sql, {
+        name: this.name,
+        host: hostname(),
+        pid: process.pid,
+        concurrency: this.#o.concurrency,
+        runs: [...new Set([...this.#active.keys(), ...this.#unreported.keys()])],
+        executorIds: [...this.#executorIds],
+        state,
+      })
+      if (before === 'dead') {
+        logger.warn(
+          { worker: this.name, runs: held.length },
+          'worker: the leader declared this worker dead while it was unresponsive; its runs were retried elsewhere, so it stops them and rejoins',
+        )
+        for (const run of held) run.abort.abort('superseded' satisfies StopReason)
+      }
+    } catch (e) {
+      logger.warn({ err: e, worker: this.name }, 'worker: heartbeat failed')
+      return
+    }
+    for (const [runId, { attempt, result }] of this.#unreported) {
+      try {
+        await this.#finish(runId, attempt, result)
+        this.#unreported.delete(runId)
+      } catch {
+        return
+      }
+    }
   }
 
   #onCancel(raw: string): void {
@@ -94,7 +200,7 @@ export class Worker {
       const active = this.#active.get(run_id)
       if (active && active.attempt === attempt) {
         this.#o.logger.info({ run_id, attempt }, 'worker: cancelling run')
-        active.abort.abort()
+        active.abort.abort('cancelled' satisfies StopReason)
       }
     } catch (e) {
       this.#o.logger.warn({ err: e }, 'worker: ignored a malformed cancel notification')
@@ -104,35 +210,48 @@ export class Worker {
   readonly #task: Task = async (payload) => {
     const { run_id, attempt } = payload as RunPayload
     const { sql, logger } = this.#o
-    const started = await databaseRetryPolicy.execute(() =>
-      runStart(sql, run_id, attempt, this.name),
-    )
-    if (!started) {
-      logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
-      return
-    }
     const abort = new AbortController()
+    // Held before run_start commits, so that every heartbeat after that commit reports the run.
     this.#active.set(run_id, { attempt, abort })
-    const attrs = { 'pgsched.run_id': run_id, 'pgsched.attempt': attempt }
-    await withSpanFrom('pgsched.worker.execute', started.traceparent, attrs, async () => {
-      try {
+    try {
+      const started = await databaseRetryPolicy.execute(() =>
+        runStart(sql, run_id, attempt, this.name),
+      )
+      if (!started) {
+        logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
+        return
+      }
+      const attrs = { 'pgsched.run_id': run_id, 'pgsched.attempt': attempt }
+      await withSpanFrom('pgsched.worker.execute', started.traceparent, attrs, async () => {
         const result = await executeAttempt(started, {
           tasks: this.#o.tasks,
           killGraceMs: this.#o.killGraceMs,
           signal: abort.signal,
           logger,
         })
-        const status = await databaseRetryPolicy.execute(() =>
-          runFinish(sql, run_id, attempt, this.name, result),
-        )
-        logger.info(
-          { run_id, attempt, outcome: result.outcome, status },
-          'worker: attempt finished',
-        )
-      } finally {
-        this.#active.delete(run_id)
-      }
-    })
+        // The run was rescued from this worker: its newer attempt owns the result.
+        if (abort.signal.reason === 'superseded') return
+        try {
+          await databaseRetryPolicy.execute(() => this.#finish(run_id, attempt, result))
+        } catch (e) {
+          this.#unreported.set(run_id, { attempt, result })
+          logger.error(
+            { err: e, run_id, attempt },
+            'worker: could not record a result; it will be written when the database answers',
+          )
+        }
+      })
+    } finally {
+      this.#active.delete(run_id)
+    }
+  }
+
+  async #finish(runId: number, attempt: number, result: AttemptResult): Promise<void> {
+    const status = await runFinish(this.#o.sql, runId, attempt, this.name, result)
+    this.#o.logger.info(
+      { run_id: runId, attempt, outcome: result.outcome, status },
+      'worker: attempt finished',
+    )
   }
 }
 

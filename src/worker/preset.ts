@@ -7,6 +7,11 @@ export interface ExecutorSettings {
   concurrency: number
   /** Fallback poll for runs that became due (retries, delayed runs); LISTEN wakes it otherwise. @default 2000 */
   pollIntervalMs?: number
+  /**
+   * How long Graphile Worker waits for running tasks on shutdown before it aborts them. pgsched
+   * hands runs back itself before this, so it only has to outlast that. @default 5000
+   */
+  shutdownTimeoutMs?: number
 }
 
 /** Builds the preset: Graphile's defaults, our connection and concurrency. */
@@ -19,7 +24,7 @@ export function makeWorkerPreset(s: ExecutorSettings): GraphileConfig.Preset {
       // One connection per concurrent job plus headroom for LISTEN and housekeeping.
       maxPoolSize: s.concurrency + 2,
       pollInterval: s.pollIntervalMs ?? 2000,
-      gracefulShutdownAbortTimeout: 5000,
+      gracefulShutdownAbortTimeout: s.shutdownTimeoutMs ?? 5000,
     },
   }
 }

@@ -34,6 +34,12 @@ export interface CommandOptions {
   killGraceMs?: number
   /** Aborting cancels the command with the same SIGTERM then SIGKILL sequence. */
   signal?: AbortSignal
+  /**
+   * The grace after SIGTERM when the command is cancelled (aborted) rather than timed out: a user
+   * who cancels expects the process gone within seconds.
+   * @default killGraceMs
+   */
+  cancelKillGraceMs?: number
   /** Extra environment variables on top of the small inherited allowlist. */
   env?: Record<string, string>
   /** Working directory; defaults to the worker's. */
@@ -100,7 +106,7 @@ export function runCommand(opts: CommandOptions): Promise<CommandResult> {
       }
     }
 
-    const stopGroup = (): void => {
+    const stopGroup = (ms: number): void => {
       if (stopping) return
       stopping = true
       signalGroup('SIGTERM')
@@ -112,7 +118,7 @@ export function runCommand(opts: CommandOptions): Promise<CommandResult> {
             child.stderr?.destroy()
           }, PIPE_DRAIN_MS)
         },
-        Math.min(Math.max(graceMs, 0), MAX_TIMER_MS),
+        Math.min(Math.max(ms, 0), MAX_TIMER_MS),
       )
     }
 
@@ -120,7 +126,7 @@ export function runCommand(opts: CommandOptions): Promise<CommandResult> {
     const stopFor = (reason: 'timed_out' | 'cancelled'): void => {
       if (exited || stopReason !== null) return
       stopReason = reason
-      stopGroup()
+      stopGroup(reason === 'cancelled' ? (opts.cancelKillGraceMs ?? graceMs) : graceMs)
     }
 
     const onAbort = (): void => stopFor('cancelled')
@@ -157,7 +163,7 @@ export function runCommand(opts: CommandOptions): Promise<CommandResult> {
       cancelTimeout()
       opts.signal?.removeEventListener('abort', onAbort)
       // Background leftovers ('cmd &') would hold the pipes open and outlive the job; the job's lifetime is the shell's.
-      stopGroup()
+      stopGroup(graceMs)
     })
 
     child.on('close', (code, sig) => {

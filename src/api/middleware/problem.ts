@@ -6,7 +6,7 @@ import type { z } from 'zod'
 
 import { type ErrorCode, type FieldError, PgschedError } from '../../core/errors.ts'
 import type { Logger } from '../../core/types.ts'
-import { PG_ERROR } from '../../db/client.ts'
+import { isDatabaseUnreachable, PG_ERROR } from '../../db/client.ts'
 
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   validation: 400,
@@ -54,6 +54,12 @@ export function problem(
   return c.body(JSON.stringify(body), status, headers)
 }
 
+/** 503 problem+json: the database cannot be reached; retry after `retryAfterSeconds`. */
+export function databaseUnavailable(c: Context, retryAfterSeconds: number): Response {
+  c.header('retry-after', String(retryAfterSeconds))
+  return problem(c, 'unavailable', 'the database is unavailable; retry shortly')
+}
+
 /** Turns zod issues into field errors; `source` prefixes query and path fields. */
 export function fieldErrors(error: z.ZodError): FieldError[] {
   return error.issues.map((i) => {
@@ -74,17 +80,6 @@ interface PgError {
   message: string
 }
 
-const CONNECTION_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'CONNECT_TIMEOUT',
-  'CONNECTION_CLOSED',
-  'CONNECTION_ENDED',
-  'CONNECTION_DESTROYED',
-  '57P01',
-  '57P03',
-])
-
 /** Maps any error to a problem response; unknown errors are logged, never shown. */
 export function onError(logger: Logger): ErrorHandler {
   return (err, c) => {
@@ -103,10 +98,7 @@ export function onError(logger: Logger): ErrorHandler {
       return problem(c, 'not_found', pg.message.replace(/^pgsched: /, ''))
     if (pg.code === PG_ERROR.objectNotInState)
       return problem(c, 'conflict', pg.message.replace(/^pgsched: /, ''))
-    if (pg.code && CONNECTION_CODES.has(pg.code)) {
-      c.header('retry-after', '5')
-      return problem(c, 'unavailable', 'the database is unavailable; retry shortly')
-    }
+    if (isDatabaseUnreachable(err)) return databaseUnavailable(c, 5)
     logger.error({ err, path: c.req.path }, 'api: unhandled error')
     return problem(c, 'internal', 'an internal error occurred')
   }

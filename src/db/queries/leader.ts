@@ -1,4 +1,5 @@
 /** @module Queries for scheduler leadership: the advisory lock and the pgsched.leader report row. */
+import type { SchedulerInfo } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
 // A 64-bit key from database + schema + purpose, so two pgsched databases on one server never
@@ -27,11 +28,21 @@ export async function leaderRecord(sql: Sql, holder: string): Promise<number> {
   return row!.term
 }
 
-/** The recorded leader, if any. */
-export async function leaderGet(
-  sql: Sql,
-): Promise<{ holder: string; term: number; acquired_at: Date } | undefined> {
-  const [row] = await sql<{ holder: string; term: number; acquired_at: Date }[]>`
-    SELECT holder, term, acquired_at FROM pgsched.leader`
-  return row
+/**
+ * The recorded leader and whether it leads now: the row outlives a leader that died, so the lock
+ * itself is looked up in pg_locks (a bigint advisory key is split into classid and objid).
+ */
+export async function leaderStatus(sql: Sql): Promise<SchedulerInfo> {
+  const [row] = await sql<SchedulerInfo[]>`
+    WITH k AS (SELECT ${leaderKey(sql)} AS key)
+    SELECT l.holder AS leader, l.term, l.acquired_at AS since,
+      EXISTS (
+        SELECT 1 FROM pg_locks pl, k
+        WHERE pl.locktype = 'advisory' AND pl.granted AND pl.objsubid = 1
+          AND pl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND pl.classid = ((k.key >> 32) & 4294967295)::oid
+          AND pl.objid = (k.key & 4294967295)::oid
+      ) AS leading
+    FROM (SELECT 1) one LEFT JOIN pgsched.leader l ON true`
+  return row!
 }

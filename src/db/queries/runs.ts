@@ -87,7 +87,7 @@ export async function runStart(
 
 /** The result of an attempt, as a worker reports it. */
 export interface AttemptResult {
-  outcome: 'succeeded' | 'failed' | 'timed_out' | 'cancelled'
+  outcome: 'succeeded' | 'failed' | 'timed_out' | 'cancelled' | 'interrupted'
   exitCode: number | null
   output: string | null
   error: string | null

@@ -1,0 +1,61 @@
+/**
+ * @module Fails fast while the database is down: a circuit breaker (cockatiel) around every /v1
+ * request. After a few requests in a row fail to reach the database, or take longer than the
+ * request timeout, the circuit opens and requests get 503 problem+json at once, without touching
+ * the pool; after a pause one request probes, and its success closes the circuit.
+ */
+import {
+  BrokenCircuitError,
+  ConsecutiveBreaker,
+  circuitBreaker,
+  handleWhen,
+  TaskCancelledError,
+  TimeoutStrategy,
+  timeout,
+  wrap,
+} from 'cockatiel'
+import type { MiddlewareHandler } from 'hono'
+
+import type { Logger } from '../../core/types.ts'
+import { isDatabaseUnreachable } from '../../db/client.ts'
+import { databaseUnavailable } from './problem.ts'
+
+/** Options of the breaker. */
+export interface BreakerOptions {
+  logger: Logger
+  /** Failures in a row that open the circuit. @default 3 */
+  failures?: number
+  /** How long the circuit stays open before a probe. @default 2000 */
+  halfOpenAfterMs?: number
+  /** A request that takes longer answers 503 and counts as a failure. @default 5000 */
+  requestTimeoutMs?: number
+}
+
+/** The middleware. One breaker per app: every request shares what it learns. */
+export function databaseBreaker(o: BreakerOptions): MiddlewareHandler {
+  const halfOpenAfter = o.halfOpenAfterMs ?? 2000
+  const isFailure = (e: unknown) => e instanceof TaskCancelledError || isDatabaseUnreachable(e)
+  const breaker = circuitBreaker(handleWhen(isFailure), {
+    halfOpenAfter,
+    breaker: new ConsecutiveBreaker(o.failures ?? 3),
+  })
+  breaker.onBreak(() => o.logger.warn('api: database unreachable; answering 503 until it is back'))
+  breaker.onReset(() => o.logger.info('api: database reachable again'))
+  const policy = wrap(breaker, timeout(o.requestTimeoutMs ?? 5000, TimeoutStrategy.Aggressive))
+  const retryAfter = Math.ceil(halfOpenAfter / 1000)
+  return async (c, next) => {
+    try {
+      await policy.execute(async () => {
+        await next()
+        // Hono's onError has already answered; rethrow so that the breaker counts it.
+        if (c.error && isDatabaseUnreachable(c.error)) throw c.error
+      })
+    } catch (e) {
+      if (e instanceof BrokenCircuitError || e instanceof TaskCancelledError) {
+        c.res = databaseUnavailable(c, retryAfter)
+      } else if (!isDatabaseUnreachable(e)) {
+        throw e
+      }
+    }
+  }
+}
