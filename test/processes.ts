@@ -1,5 +1,6 @@
 /** Helpers for tests that run pgsched (or Postgres) as real processes. */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { createServer } from 'node:net'
 
 /** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
@@ -40,6 +41,8 @@ export interface Service {
   logs(): string
   /** SIGTERM, then wait for the exit; resolves to the exit code. */
   stop(): Promise<number | null>
+  /** Resolves to the exit code (null when killed by a signal) once the process has exited. */
+  exited: Promise<number | null>
 }
 
 /** Starts `command` and waits until its output includes `ready`. */
@@ -61,6 +64,7 @@ export async function startService(
   const service: Service = {
     child,
     logs: () => logs,
+    exited,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
       return exited
@@ -77,4 +81,23 @@ export async function startService(
     throw e
   }
   return service
+}
+
+/** The pinned Node 24 (type stripping), even when vitest itself was started by an older node. */
+export const NODE = existsSync('node_modules/.bin/node') ? 'node_modules/.bin/node' : process.execPath
+
+/** What each pgsched command prints once it is up. */
+const READY = {
+  start: 'pgsched API listening',
+  api: 'pgsched API listening',
+  scheduler: 'pgsched: scheduler started',
+  worker: 'pgsched: worker started',
+} as const
+
+/** Starts `pgsched <command>` as a child process with `env` and waits until it is up. */
+export function startPgsched(
+  command: keyof typeof READY,
+  env: Record<string, string>,
+): Promise<Service> {
+  return startService(NODE, ['src/runtime/node.ts', command], env, READY[command])
 }

@@ -1,12 +1,12 @@
 /** The README's curl session, run word for word against `pgsched start` as a real process. */
 import { execFile } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { promisify } from 'node:util'
 
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
 import { setup, TEST_SECRET, type TestBundle, waitFor } from './helpers.ts'
-import { freePort, type Service, startService } from './processes.ts'
+import { freePort, type Service, startPgsched } from './processes.ts'
 
 let t: TestBundle
 let server: Service
@@ -15,14 +15,11 @@ let port: number
 beforeAll(async () => {
   t = await setup()
   port = await freePort()
-  // The pinned Node 24 (type stripping), even when vitest itself was started by an older node.
-  const node = existsSync('node_modules/.bin/node') ? 'node_modules/.bin/node' : process.execPath
-  server = await startService(
-    node,
-    ['src/runtime/node.ts', 'start'],
-    { DATABASE_URL: t.url, PGSCHED_JWT_SECRET: TEST_SECRET, PORT: String(port) },
-    'pgsched API listening',
-  )
+  server = await startPgsched('start', {
+    DATABASE_URL: t.url,
+    PGSCHED_JWT_SECRET: TEST_SECRET,
+    PORT: String(port),
+  })
 })
 
 afterAll(async () => {

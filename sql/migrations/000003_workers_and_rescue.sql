@@ -12,7 +12,7 @@ CREATE TABLE pgsched.workers (
   concurrency integer NOT NULL CHECK (concurrency > 0),
   -- Runs in hand as of the last heartbeat: executing, or finished with the result not yet written.
   runs bigint[] NOT NULL DEFAULT '{}',
-  -- Graphile Worker ids of this process's executor: their locks are released when it is dead.
+  -- Graphile Worker pool ids of this process: their locks are released when it is dead.
   executor_ids text[] NOT NULL DEFAULT '{}',
   state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'stopping', 'stopped', 'dead')),
   started_at timestamptz NOT NULL DEFAULT now(),

@@ -79,15 +79,17 @@ async function main(argv: string[]): Promise<void> {
     logger.info({ worker: worker.name, tasks: Object.keys(tasks) }, 'pgsched: worker started')
   }
   if (roles.includes('scheduler')) {
+    const holder = `${hostname()}:${process.pid}`
     const scheduler = new Scheduler({
       sql,
       logger,
-      holder: `${hostname()}:${process.pid}`,
+      holder,
       leaderPollMs: config.leaderPollSeconds * 1000,
       heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
     })
     scheduler.start()
     cleanups.push(() => scheduler.stop())
+    logger.info({ holder }, 'pgsched: scheduler started')
   }
   if (roles.includes('api')) {
     const secret = jwtSecret(config, db)

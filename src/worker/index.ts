@@ -99,7 +99,8 @@ export class Worker {
     const sub = await this.#o.sql.listen('pgsched_cancel', (raw) => this.#onCancel(raw))
     this.#unlisten = () => sub.unlisten()
     const events: WorkerEvents = new EventEmitter()
-    events.on('worker:create', ({ worker }) => this.#executorIds.add(worker.workerId))
+    // Graphile Worker locks jobs and queues in the name of the pool, not of its workers.
+    events.on('pool:create', ({ workerPool }) => this.#executorIds.add(workerPool.id))
     this.#runner = await run({
       preset: makeWorkerPreset({
         connectionString: this.#o.connectionString,

@@ -10,7 +10,7 @@ export interface Heartbeat {
   concurrency: number
   /** Runs in hand: executing, or finished with the result not yet written. */
   runs: number[]
-  /** Graphile Worker ids of this process's executor. */
+  /** Graphile Worker pool ids of this process (its executor locks jobs in their name). */
   executorIds: string[]
   state: Exclude<WorkerState, 'dead'>
 }
