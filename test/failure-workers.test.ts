@@ -73,7 +73,8 @@ async function submit(
   return run!.id
 }
 
-const getRun = async (id: number) => (await t.request('GET', `/v1/runs/${id}`, { token: admin })).body
+const getRun = async (id: number) =>
+  (await t.request('GET', `/v1/runs/${id}`, { token: admin })).body
 
 async function listWorkers() {
   return (await t.request('GET', '/v1/workers', { token: admin })).body.items as {
@@ -102,7 +103,11 @@ async function runningOn(id: number, s: Service): Promise<string> {
 it('rescues a run from a worker killed with SIGKILL: lost attempt, then success elsewhere', async () => {
   const a = await startWorker()
   // In a serial lane, whose lock the dead worker's executor held too.
-  const id = await submit('killed-mid-command', 30, "max_retries => 2, backoff_base_seconds => 0, queue => 'lane'")
+  const id = await submit(
+    'killed-mid-command',
+    30,
+    "max_retries => 2, backoff_base_seconds => 0, queue => 'lane'",
+  )
   const aName = await runningOn(id, a)
   const b = await startWorker()
   a.child.kill('SIGKILL')
@@ -128,15 +133,20 @@ it('rescues a run from a worker killed with SIGKILL: lost attempt, then success 
   expect(dead.error).toMatch(/^no heartbeat for \d+ s$/)
   // Not before the timeout: 3 s of silence after its last heartbeat.
   expect(Date.parse(lost.finished_at) - Date.parse(dead.heartbeat_at)).toBeGreaterThanOrEqual(3000)
-  expect((await listWorkers()).find((w) => w.pid === b.child.pid)).toMatchObject({ state: 'active' })
+  expect((await listWorkers()).find((w) => w.pid === b.child.pid)).toMatchObject({
+    state: 'active',
+  })
   // Graphile Worker's locks of the dead process are released, and its stale job is gone.
   const [locked] = await t.sql`
     SELECT count(*)::int AS n FROM graphile_worker.jobs j, pgsched.workers w
     WHERE w.name = ${aName} AND j.locked_by = ANY (w.executor_ids)`
   expect(locked!.n).toBe(0)
-  let left: unknown[] = []
+  let left: readonly unknown[] = []
   await waitFor(
-    async () => (left = await t.sql`SELECT * FROM graphile_worker.jobs`).length === 0,
+    async () => {
+      left = await t.sql`SELECT * FROM graphile_worker.jobs`
+      return left.length === 0
+    },
     5000,
     () => `no executor job to be left behind: ${JSON.stringify(left)}`,
   )
@@ -157,7 +167,10 @@ it('on SIGTERM lets a short run finish, and hands a long one back for an immedia
   // Grace (2 s) + SIGTERM-to-SIGKILL (1 s) + writing the hand-back.
   expect(Date.now() - signalled).toBeLessThan(6000)
 
-  expect(await getRun(quick)).toMatchObject({ status: 'succeeded', output: '1\ndone on attempt 1\n' })
+  expect(await getRun(quick)).toMatchObject({
+    status: 'succeeded',
+    output: '1\ndone on attempt 1\n',
+  })
   const handed = await getRun(long)
   expect(handed).toMatchObject({ status: 'queued', attempt: 2 })
   expect(Date.parse(handed.available_at)).toBeLessThanOrEqual(Date.now() + 1000)

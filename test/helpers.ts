@@ -91,6 +91,7 @@ export async function setup(): Promise<TestBundle> {
     startScheduler() {
       const scheduler = new Scheduler({
         sql,
+        url,
         logger: silentLogger,
         holder: `test:${++schedulers}`,
         leaderPollMs: 200,

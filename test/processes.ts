@@ -3,16 +3,19 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createServer } from 'node:net'
 
+/** `T` without its falsy members. */
+type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>
+
 /** Polls `check` until it returns a truthy value, or fails after `timeoutMs`. */
 export async function waitFor<T>(
   check: () => Promise<T> | T,
   timeoutMs = 10_000,
   what: string | (() => string) = 'condition',
-): Promise<NonNullable<T>> {
+): Promise<Truthy<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const v = await check()
-    if (v) return v as NonNullable<T>
+    if (v) return v as Truthy<T>
     if (Date.now() > deadline) {
       throw new Error(
         `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`,
@@ -84,7 +87,9 @@ export async function startService(
 }
 
 /** The pinned Node 24 (type stripping), even when vitest itself was started by an older node. */
-export const NODE = existsSync('node_modules/.bin/node') ? 'node_modules/.bin/node' : process.execPath
+export const NODE = existsSync('node_modules/.bin/node')
+  ? 'node_modules/.bin/node'
+  : process.execPath
 
 /** What each pgsched command prints once it is up. */
 const READY = {

@@ -26,6 +26,10 @@ export function createSql(url: string, options: SqlOptions = {}): SqlPool {
     max: options.max ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
     connection: { application_name: options.applicationName ?? 'pgsched' },
+    // Seconds before reconnecting after the n-th failed attempt. postgres.js' default grows to
+    // 20 s, so a process whose database was away for a few seconds would stall for many more
+    // after it came back (heartbeats late, workers declared dead). Capped at one second.
+    backoff: (n: number) => Math.min(0.05 * 2 ** n, 1),
     onnotice: () => {},
     types: {
       bigint: {

@@ -46,6 +46,7 @@ const verifyToken = createTokenVerifier({
 const app = createApp({ sql, verifyToken, logger })
 const scheduler = new Scheduler({
   sql,
+  url: config.databaseUrl,
   logger,
   holder: 'deno',
   leaderPollMs: config.leaderPollSeconds * 1000,

@@ -82,6 +82,7 @@ async function main(argv: string[]): Promise<void> {
     const holder = `${hostname()}:${process.pid}`
     const scheduler = new Scheduler({
       sql,
+      url: db.url,
       logger,
       holder,
       leaderPollMs: config.leaderPollSeconds * 1000,

@@ -1,19 +1,24 @@
 /**
- * @module Leader election over a session advisory lock held on one reserved connection.
- * See README.md beside this file for the design.
+ * @module Leader election over a session advisory lock held by a client of its own (one
+ * connection). See README.md beside this file for the design.
  */
-
 import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
-import type { SqlPool } from '../db/client.ts'
-import { leaderRecord, leaderRelease, leaderTryAcquire } from '../db/queries/leader.ts'
+import { createSql, type SqlPool } from '../db/client.ts'
+import {
+  leaderHeld,
+  leaderRecord,
+  leaderReleaseAll,
+  leaderTryAcquire,
+} from '../db/queries/leader.ts'
 
 /** Options of an Elector. */
 export interface ElectorOptions {
-  sql: SqlPool
+  /** Database URL; the elector opens its own one-connection client, whose session holds the lock. */
+  url: string
   /** Who this process is, as recorded in pgsched.leader. */
   holder: string
-  /** How often a follower retries the lock and a leader checks it still holds its connection. */
+  /** How often a follower retries the lock and a leader checks that it still holds it. */
   pollMs: number
   logger: Logger
   /** Called once leadership is won; leader-only services start here. */
@@ -56,44 +61,61 @@ export class Elector {
   }
 
   async #campaign(): Promise<void> {
-    const { sql, logger, pollMs } = this.#o
+    const { logger, pollMs } = this.#o
+    // Not a connection reserved from the shared pool: postgres.js crashes the process when a
+    // query is sent on a reserved connection whose socket has closed (porsager/postgres#1208),
+    // and a pool of one reconnects by itself. A reconnect is a new session without the lock,
+    // which the leader's check (the lock held by this backend, in pg_locks) notices.
+    const conn = createSql(this.#o.url, {
+      max: 1,
+      applicationName: 'pgsched-leader',
+      connectTimeoutSeconds: Math.max(1, Math.ceil(pollMs / 1000)),
+    })
+    // A query that hangs (database frozen, network cut) must not keep a stale leader leading.
+    const bounded = <T>(p: Promise<T>) => withTimeout(p, Math.max(pollMs, 1000))
     while (this.#running) {
-      let conn: Awaited<ReturnType<SqlPool['reserve']>> | undefined
       try {
-        conn = await sql.reserve()
-        while (this.#running) {
-          if (!this.#leader && (await leaderTryAcquire(conn))) {
-            const term = await leaderRecord(conn, this.#o.holder)
+        if (!this.#leader) {
+          if (await bounded(leaderTryAcquire(conn))) {
+            const term = await bounded(leaderRecord(conn, this.#o.holder))
             this.#leader = true
             logger.info({ holder: this.#o.holder, term }, 'scheduler: elected leader')
             await this.#o.onElected(term)
-          } else if (this.#leader) {
-            // The lock lives as long as this session: a failing ping means it may be gone.
-            await conn`SELECT 1`
           }
-          await sleep(jitter(pollMs), this.#abort.signal)
+        } else if (!(await bounded(leaderHeld(conn)))) {
+          throw new Error('the leader lock is no longer held by this session')
         }
       } catch (e) {
-        if (this.#running)
-          logger.warn({ err: e }, 'scheduler: leader connection failed; campaigning again')
-      } finally {
-        // Never hand a connection that may hold the lock back to the pool.
-        if (conn && this.#leader) await leaderRelease(conn).catch(() => {})
-        conn?.release()
-        if (this.#leader) {
-          this.#leader = false
-          logger.info({ holder: this.#o.holder }, 'scheduler: stepped down')
-          await this.#o
-            .onDemoted()
-            .catch((e) => logger.error({ err: e }, 'scheduler: stopping leader services failed'))
-        }
+        if (this.#running) logger.warn({ err: e }, 'scheduler: leadership check failed')
+        await this.#stepDown(conn)
       }
-      if (this.#running) await sleep(jitter(pollMs), this.#abort.signal)
+      await sleep(jitter(pollMs), this.#abort.signal)
     }
+    await this.#stepDown(conn)
+    await conn.end({ timeout: 1 }).catch(() => {})
+  }
+
+  async #stepDown(conn: SqlPool): Promise<void> {
+    // Session locks are re-entrant: release every hold, in case the session survived.
+    await withTimeout(leaderReleaseAll(conn), 1000).catch(() => {})
+    if (!this.#leader) return
+    this.#leader = false
+    this.#o.logger.info({ holder: this.#o.holder }, 'scheduler: stepped down')
+    await this.#o
+      .onDemoted()
+      .catch((e) => this.#o.logger.error({ err: e }, 'scheduler: stopping leader services failed'))
   }
 }
 
 // ±10 % so that followers started together do not poll in lockstep.
 function jitter(ms: number): number {
   return Math.round(ms * (0.9 + Math.random() * 0.2))
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer from the database in ${ms} ms`)), ms)
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }

@@ -13,6 +13,8 @@ import { Ticker } from './ticker.ts'
 /** Options of the scheduler role. */
 export interface SchedulerOptions {
   sql: SqlPool
+  /** Database URL, for the elector's own connection (its session holds the leader lock). */
+  url: string
   logger: Logger
   /** Identity recorded as leader, e.g. host:pid. */
   holder: string
@@ -43,7 +45,7 @@ export class Scheduler {
       }),
     ]
     this.#elector = new Elector({
-      sql: o.sql,
+      url: o.url,
       holder: o.holder,
       pollMs: o.leaderPollMs,
       logger: o.logger,

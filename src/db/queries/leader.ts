@@ -13,10 +13,32 @@ export async function leaderTryAcquire(sql: Sql): Promise<boolean> {
   return row!.ok
 }
 
-/** Releases the leader lock held by this connection. */
-export async function leaderRelease(sql: Sql): Promise<void> {
-  await sql`SELECT pg_advisory_unlock(${leaderKey(sql)})`
+/** Releases every hold of the leader lock by this session (the lock is re-entrant). */
+export async function leaderReleaseAll(sql: Sql): Promise<void> {
+  await sql`
+    SELECT pg_advisory_unlock(${leaderKey(sql)})
+    FROM generate_series(1, (
+      SELECT count(*) FROM pg_locks
+      WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND ${lockMatches(sql)}))`
 }
+
+/** Whether this session holds the leader lock now. */
+export async function leaderHeld(sql: Sql): Promise<boolean> {
+  const [row] = await sql<{ held: boolean }[]>`
+    SELECT EXISTS (
+      SELECT 1 FROM pg_locks
+      WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted AND ${lockMatches(sql)}
+    ) AS held`
+  return row!.held
+}
+
+// A pg_locks row of the leader lock: a bigint advisory key shows as classid (high 32 bits),
+// objid (low 32 bits) and objsubid 1, in the current database.
+const lockMatches = (sql: Sql) => sql`
+  objsubid = 1
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND classid = ((${leaderKey(sql)} >> 32) & 4294967295)::oid
+  AND objid = (${leaderKey(sql)} & 4294967295)::oid`
 
 /** Records `holder` as leader with the next term; returns the term. */
 export async function leaderRecord(sql: Sql, holder: string): Promise<number> {
@@ -30,18 +52,13 @@ export async function leaderRecord(sql: Sql, holder: string): Promise<number> {
 
 /**
  * The recorded leader and whether it leads now: the row outlives a leader that died, so the lock
- * itself is looked up in pg_locks (a bigint advisory key is split into classid and objid).
+ * itself is looked up in pg_locks.
  */
 export async function leaderStatus(sql: Sql): Promise<SchedulerInfo> {
   const [row] = await sql<SchedulerInfo[]>`
-    WITH k AS (SELECT ${leaderKey(sql)} AS key)
     SELECT l.holder AS leader, l.term, l.acquired_at AS since,
       EXISTS (
-        SELECT 1 FROM pg_locks pl, k
-        WHERE pl.locktype = 'advisory' AND pl.granted AND pl.objsubid = 1
-          AND pl.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND pl.classid = ((k.key >> 32) & 4294967295)::oid
-          AND pl.objid = (k.key & 4294967295)::oid
+        SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND ${lockMatches(sql)}
       ) AS leading
     FROM (SELECT 1) one LEFT JOIN pgsched.leader l ON true`
   return row!
