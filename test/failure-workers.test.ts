@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 
 import { setup, type TestBundle, waitFor } from './helpers.ts'
-import { type Service, startPgsched } from './processes.ts'
+import { groupRunning, type Service, startPgsched } from './processes.ts'
 
 let t: TestBundle
 let admin: string
@@ -229,4 +229,54 @@ it('fences a worker that comes back from SIGSTOP: its late result does not overw
   expect(after).toMatchObject({ status: 'succeeded', attempt: 2, output: '2\ndone on attempt 2\n' })
   expect(after.attempts.map((x: { outcome: string }) => x.outcome)).toEqual(['lost', 'succeeded'])
   expect(after.attempts[0].worker).toBe(aName)
+})
+
+it('cancels a command that ignores SIGTERM: its process group is gone within 2 s', async () => {
+  // The worker's kill grace for timeouts is 10 s; cancelling must not wait for it.
+  await startWorker({ PGSCHED_KILL_GRACE_SECONDS: '10' })
+  const pgidFile = `${dir}/cancel.pgid`
+  const submitted = await t.request('POST', '/v1/jobs', {
+    token: admin,
+    body: {
+      name: 'stubborn',
+      command: `echo $$ >> ${pgids}; echo $$ > ${pgidFile}; trap '' TERM; sleep 30`,
+    },
+  })
+  const job = submitted.body.job_id
+  const [run] = await t.sql<{ id: number }[]>`SELECT id FROM pgsched.runs WHERE job_id = ${job}`
+  await waitFor(
+    async () => (await getRun(run!.id)).status === 'running',
+    15_000,
+    'the run to start',
+  )
+  const pgid = Number(
+    await waitFor(() => {
+      try {
+        return readFileSync(pgidFile, 'utf8').trim()
+      } catch {
+        return ''
+      }
+    }),
+  )
+  expect(groupRunning(pgid)).toBe(true)
+
+  const cancelled = Date.now()
+  expect((await t.request('DELETE', `/v1/jobs/${job}`, { token: admin })).status).toBe(200)
+  await waitFor(() => !groupRunning(pgid), 5000, 'the process group to be gone')
+  expect(Date.now() - cancelled).toBeLessThan(2000)
+  await waitFor(
+    async () => (await getRun(run!.id)).attempts[0]?.outcome === 'cancelled',
+    5000,
+    'the attempt to be recorded cancelled',
+  )
+  expect(await getRun(run!.id)).toMatchObject({ status: 'cancelled' })
+})
+
+it('stops the same way on SIGINT: exit code 0 and the worker recorded as stopped', async () => {
+  const w = await startWorker()
+  w.child.kill('SIGINT')
+  expect(await w.exited).toBe(0)
+  expect((await listWorkers()).find((x) => x.pid === w.child.pid)).toMatchObject({
+    state: 'stopped',
+  })
 })

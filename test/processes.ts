@@ -1,6 +1,6 @@
 /** Helpers for tests that run pgsched (or Postgres) as real processes. */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 
 /** `T` without its falsy members. */
@@ -105,4 +105,23 @@ export function startPgsched(
   env: Record<string, string>,
 ): Promise<Service> {
   return startService(NODE, ['src/runtime/node.ts', command], env, READY[command])
+}
+
+/**
+ * Whether any process of group `pgid` is still running. Zombies do not count: a killed process
+ * whose parent died stays a zombie until the machine's init reaps it, which can take seconds.
+ */
+export function groupRunning(pgid: number): boolean {
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    if (Number(pgrp) === pgid && state !== 'Z') return true
+  }
+  return false
 }
