@@ -76,6 +76,18 @@ async function submit(
 const getRun = async (id: number) =>
   (await t.request('GET', `/v1/runs/${id}`, { token: admin })).body
 
+/** Waits until run `id` has succeeded; returns it. */
+async function succeeded(id: number, what: string) {
+  return waitFor(
+    async () => {
+      const r = await getRun(id)
+      return r.status === 'succeeded' && r
+    },
+    20_000,
+    what,
+  )
+}
+
 async function listWorkers() {
   return (await t.request('GET', '/v1/workers', { token: admin })).body.items as {
     name: string
@@ -113,14 +125,7 @@ it('rescues a run from a worker killed with SIGKILL: lost attempt, then success 
   a.child.kill('SIGKILL')
   await a.exited
 
-  const run = await waitFor(
-    async () => {
-      const r = await getRun(id)
-      return r.status === 'succeeded' && r
-    },
-    20_000,
-    'the run to succeed on the other worker',
-  )
+  const run = await succeeded(id, 'the run to succeed on the other worker')
   expect(run.output).toBe('2\ndone on attempt 2\n')
   expect(run.worker).toContain(`:${b.child.pid}:`)
   const [lost, ok] = run.attempts
@@ -181,12 +186,8 @@ it('on SIGTERM lets a short run finish, and hands a long one back for an immedia
   })
 
   await startWorker()
-  await waitFor(
-    async () => (await getRun(long)).status === 'succeeded',
-    15_000,
-    'the handed-back run to succeed on a new worker',
-  )
-  expect((await getRun(long)).output).toBe('2\ndone on attempt 2\n')
+  const retried = await succeeded(long, 'the handed-back run to succeed on a new worker')
+  expect(retried.output).toBe('2\ndone on attempt 2\n')
 })
 
 it('fences a worker that comes back from SIGSTOP: its late result does not overwrite the newer attempt', async () => {
@@ -202,14 +203,7 @@ it('fences a worker that comes back from SIGSTOP: its late result does not overw
     'the paused worker to be declared dead and its run rescued',
   )
   const b = await startWorker()
-  const done = await waitFor(
-    async () => {
-      const r = await getRun(id)
-      return r.status === 'succeeded' && r
-    },
-    15_000,
-    'the rescued run to succeed on another worker',
-  )
+  const done = await succeeded(id, 'the rescued run to succeed on another worker')
   expect(done.worker).toContain(`:${b.child.pid}:`)
   // Attempt 1's command (4 s) has finished meanwhile; its result waits inside the stopped worker.
   await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt + 5000 - Date.now())))
