@@ -4,9 +4,11 @@ import { bodyLimit } from 'hono/body-limit'
 
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { LoadShedding } from './load-shedding.ts'
 import { type AppEnv, authenticate } from './middleware/auth.ts'
 import { databaseBreaker } from './middleware/breaker.ts'
 import { fieldErrors, onError, problem } from './middleware/problem.ts'
+import { registerAdminRoutes } from './routes/admin.ts'
 import { registerClusterRoutes } from './routes/cluster.ts'
 import { registerHealthRoutes } from './routes/health.ts'
 import { registerJobRoutes } from './routes/jobs.ts'
@@ -21,6 +23,8 @@ export interface AppDeps {
   sql: SqlPool
   verifyToken: TokenVerifier
   logger: Logger
+  /** Submissions a minute per user. @default RATE_LIMIT_PER_MINUTE_DEFAULT (core/config.ts) */
+  rateLimitPerMinute?: number
 }
 
 /** Builds the API. */
@@ -52,9 +56,11 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     }),
   )
   app.use('/v1/*', databaseBreaker({ logger: deps.logger }))
-  registerJobRoutes(app, deps.sql)
-  registerRunRoutes(app, deps.sql)
+  const shed = new LoadShedding(deps.sql, deps.rateLimitPerMinute)
+  registerJobRoutes(app, deps.sql, shed)
+  registerRunRoutes(app, deps.sql, shed)
   registerClusterRoutes(app, deps.sql)
+  registerAdminRoutes(app, deps.sql, shed, deps.logger)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

@@ -13,6 +13,8 @@ export const HEARTBEAT_INTERVAL_SECONDS_DEFAULT = 10
 export const HEARTBEAT_TIMEOUT_SECONDS_DEFAULT = 60
 /** How long a worker told to stop lets its running runs finish before handing them back. */
 export const SHUTDOWN_GRACE_SECONDS_DEFAULT = 30
+/** Submissions a minute per user over REST. */
+export const RATE_LIMIT_PER_MINUTE_DEFAULT = 1000
 /** Grace between SIGTERM and SIGKILL when a command times out or is cancelled. */
 export const KILL_GRACE_SECONDS_DEFAULT = 10
 /** Where embedded PostgreSQL, the dev JWT secret and the dev password live. */
@@ -40,6 +42,7 @@ export interface PgschedConfig {
   /** At least twice the heartbeat interval, so that one late heartbeat is not a death. */
   readonly heartbeatTimeoutSeconds: number
   readonly shutdownGraceSeconds: number
+  readonly rateLimitPerMinute: number
   readonly dataDir: string
   readonly tasksDir: string
   readonly embeddedPgPort: number
@@ -115,6 +118,13 @@ export function resolveConfig(
       SHUTDOWN_GRACE_SECONDS_DEFAULT,
       0,
       86400,
+    ),
+    rateLimitPerMinute: int(
+      env,
+      'PGSCHED_RATE_LIMIT_PER_MINUTE',
+      RATE_LIMIT_PER_MINUTE_DEFAULT,
+      1,
+      100_000_000,
     ),
     dataDir: str(env, 'PGSCHED_DATA_DIR') ?? DATA_DIR_DEFAULT,
     tasksDir: str(env, 'PGSCHED_TASKS_DIR') ?? TASKS_DIR_DEFAULT,

@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'not_found'
   | 'conflict'
   | 'too_large'
+  | 'rate_limited'
   | 'unavailable'
   | 'config'
   | 'migration_too_new'
@@ -23,16 +24,23 @@ export interface FieldError {
 export class PgschedError extends Error {
   readonly code: ErrorCode
   readonly errors: readonly FieldError[]
+  /** Response headers that go with it (Retry-After, RateLimit). */
+  readonly headers: Readonly<Record<string, string>>
 
   constructor(
     code: ErrorCode,
     message: string,
-    options: { cause?: unknown; errors?: readonly FieldError[] } = {},
+    options: {
+      cause?: unknown
+      errors?: readonly FieldError[]
+      headers?: Record<string, string>
+    } = {},
   ) {
     super(message, { cause: options.cause })
     this.name = 'PgschedError'
     this.code = code
     this.errors = options.errors ?? []
+    this.headers = options.headers ?? {}
   }
 }
 

@@ -4,55 +4,104 @@
  */
 import { z } from 'zod'
 
-import { ATTEMPT_OUTCOMES, JOB_STATUSES, RUN_STATUSES, WORKER_STATES } from './types.ts'
+import {
+  ATTEMPT_OUTCOMES,
+  CONCURRENCY_POLICIES,
+  JOB_STATUSES,
+  RUN_STATUSES,
+  WORKER_STATES,
+} from './types.ts'
 
 const laneName = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be 1-100 characters of letters, digits, _ . : -')
 
+const jobId = z.int().min(1).max(Number.MAX_SAFE_INTEGER)
+
+// The fields of a submission, shared by POST /v1/jobs and each job of a batch.
+const submissionFields = z.strictObject({
+  name: z.string().trim().min(1, 'is required').max(200),
+  command: z.string().min(1).max(100_000).optional(),
+  task: laneName.optional(),
+  payload: z.unknown().meta({ description: 'JSON given to the task handler' }).optional(),
+  schedule: z.string().min(1).max(200).optional(),
+  timezone: z.string().min(1).max(100).optional(),
+  run_at: z.iso.datetime({ offset: true }).optional(),
+  priority: z.int().min(1).max(10).default(5),
+  max_retries: z.int().min(0).max(100).default(3),
+  backoff_base_seconds: z.int().min(0).max(86_400).default(60),
+  timeout_seconds: z.int().min(1).max(604_800).default(3600),
+  queue: laneName.optional(),
+  depends_on: z
+    .array(jobId)
+    .max(100)
+    .optional()
+    .meta({ description: 'jobs that must succeed before this one runs' }),
+  concurrency_policy: z.enum(CONCURRENCY_POLICIES).optional().meta({
+    description:
+      'a recurring job whose previous run is unfinished: allow another, forbid (skip the tick) or replace (cancel the previous)',
+  }),
+})
+
+function checkSubmission(
+  b: z.infer<typeof submissionFields>,
+  ctx: z.core.$RefinementCtx<z.infer<typeof submissionFields>>,
+): void {
+  if ((b.command === undefined) === (b.task === undefined)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['command'],
+      message: 'give exactly one of command or task',
+    })
+  }
+  if (b.payload !== undefined && b.task === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['payload'], message: 'only a task takes a payload' })
+  }
+  if (b.schedule !== undefined && b.run_at !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['run_at'],
+      message: 'give at most one of schedule or run_at',
+    })
+  }
+  for (const field of ['timezone', 'concurrency_policy'] as const) {
+    if (b[field] !== undefined && b.schedule === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [field],
+        message: `${field} applies to a schedule only`,
+      })
+    }
+  }
+}
+
 /** Body of POST /v1/jobs. */
-export const JobSubmissionSchema = z
-  .strictObject({
-    name: z.string().trim().min(1, 'is required').max(200),
-    command: z.string().min(1).max(100_000).optional(),
-    task: laneName.optional(),
-    payload: z.unknown().meta({ description: 'JSON given to the task handler' }).optional(),
-    schedule: z.string().min(1).max(200).optional(),
-    timezone: z.string().min(1).max(100).optional(),
-    run_at: z.iso.datetime({ offset: true }).optional(),
-    priority: z.int().min(1).max(10).default(5),
-    max_retries: z.int().min(0).max(100).default(3),
-    backoff_base_seconds: z.int().min(0).max(86_400).default(60),
-    timeout_seconds: z.int().min(1).max(604_800).default(3600),
-    queue: laneName.optional(),
-  })
-  .superRefine((b, ctx) => {
-    if ((b.command === undefined) === (b.task === undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['command'],
-        message: 'give exactly one of command or task',
-      })
-    }
-    if (b.payload !== undefined && b.task === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['payload'], message: 'only a task takes a payload' })
-    }
-    if (b.schedule !== undefined && b.run_at !== undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['run_at'],
-        message: 'give at most one of schedule or run_at',
-      })
-    }
-    if (b.timezone !== undefined && b.schedule === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['timezone'],
-        message: 'timezone applies to a schedule only',
-      })
-    }
-  })
+export const JobSubmissionSchema = submissionFields
+  .superRefine(checkSubmission)
   .meta({ id: 'JobSubmission' })
+
+/** Most jobs one batch may hold. */
+export const BATCH_MAX_JOBS = 1000
+
+/** One job of POST /v1/jobs/batch. */
+export const BatchJobSchema = submissionFields
+  .extend({
+    ref: z.string().min(1).max(100).optional().meta({
+      description: 'a name for this job within the batch, for depends_on of other jobs',
+    }),
+    depends_on: z
+      .array(z.union([jobId, z.string().min(1).max(100)]))
+      .max(100)
+      .optional()
+      .meta({ description: 'ids of existing jobs, and refs of jobs in this batch' }),
+  })
+  .superRefine((b, ctx) => checkSubmission(b as z.infer<typeof submissionFields>, ctx as never))
+  .meta({ id: 'BatchJob' })
+
+/** Body of POST /v1/jobs/batch. */
+export const JobBatchSchema = z
+  .strictObject({ jobs: z.array(BatchJobSchema).min(1).max(BATCH_MAX_JOBS) })
+  .meta({ id: 'JobBatch' })
 
 /** Body of PATCH /v1/jobs/{id}. */
 export const JobPatchSchema = z
@@ -88,6 +137,8 @@ export const JobSchema = z
     timeout_seconds: z.int(),
     queue: z.string().nullable(),
     status: z.enum(JOB_STATUSES),
+    depends_on: z.array(z.int()),
+    concurrency_policy: z.enum(CONCURRENCY_POLICIES),
     created_at: isoTime,
     updated_at: isoTime,
   })
@@ -188,3 +239,54 @@ export const SchedulerSchema = z
     leading: z.boolean().meta({ description: 'whether that leader holds the lock now' }),
   })
   .meta({ id: 'Scheduler' })
+
+/** The degradation state in responses. */
+export const DegradationSchema = z
+  .object({
+    mode: z.enum(['auto', 'manual']),
+    level: z.int().meta({
+      description:
+        '0 normal; 1 priorities 8-10 not run; 2 history capped; 3 dependencies not checked; 4 submissions refused',
+    }),
+    cause: z.string(),
+    changed_at: isoTime,
+    warn_queue_depth: z.int(),
+    critical_queue_depth: z.int(),
+    queue_depth: z.int().nullable(),
+    measured_at: isoTime.nullable(),
+    resolver_fallbacks: z.int().meta({
+      description: 'times the dependency resolver fell back to promoting without checks',
+    }),
+    events: z.array(
+      z.object({
+        at: isoTime,
+        from_level: z.int(),
+        to_level: z.int(),
+        mode: z.string(),
+        cause: z.string(),
+        actor: z.string(),
+      }),
+    ),
+  })
+  .meta({ id: 'Degradation' })
+
+/** Body of PUT /v1/admin/degradation. */
+export const DegradationChangeSchema = z
+  .strictObject({
+    mode: z.enum(['auto', 'manual']),
+    level: z.int().min(0).max(4).optional(),
+    reason: z.string().min(1).max(500).optional(),
+    warn_queue_depth: z.int().min(1).optional(),
+    critical_queue_depth: z.int().min(2).optional(),
+  })
+  .superRefine((b, ctx) => {
+    if (b.mode === 'manual' && b.level === undefined)
+      ctx.addIssue({ code: 'custom', path: ['level'], message: 'a manual mode needs a level' })
+    if (b.mode === 'auto' && b.level !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['level'],
+        message: 'the automatic mode sets the level itself',
+      })
+  })
+  .meta({ id: 'DegradationChange' })

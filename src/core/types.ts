@@ -15,6 +15,10 @@
  * - rescue: the leader retrying what a dead worker held, fenced so its late results are dropped.
  * - leader: the one scheduler process holding the advisory lock; it fires ticks.
  * - executor: Graphile Worker, which hands each attempt to exactly one worker.
+ * - dependency: a job another waits for; its runs stay `waiting` until the dependency succeeds.
+ * - lane: a named queue whose runs execute one at a time.
+ * - degradation level: 0 normal; 1 sheds priorities 8-10, 2 caps history queries, 3 drops
+ *   dependency checks, 4 refuses submissions.
  */
 
 /** Job states. */
@@ -68,6 +72,11 @@ export interface Principal {
   roles: readonly Role[]
 }
 
+/** What a recurring job's tick does while its previous run is unfinished (as Kubernetes CronJobs). */
+export const CONCURRENCY_POLICIES = Object.freeze(['allow', 'forbid', 'replace'] as const)
+/** A concurrency policy. */
+export type ConcurrencyPolicy = (typeof CONCURRENCY_POLICIES)[number]
+
 /** A job as the API shows it. */
 export interface Job {
   job_id: number
@@ -86,6 +95,9 @@ export interface Job {
   timeout_seconds: number
   queue: string | null
   status: JobStatus
+  /** Jobs that must succeed before this one's runs start. */
+  depends_on: number[]
+  concurrency_policy: ConcurrencyPolicy
   created_at: Date
   updated_at: Date
 }
@@ -145,6 +157,19 @@ export interface SchedulerInfo {
   since: Date | null
   /** Whether that leader still holds the lock now (false: an election is due). */
   leading: boolean
+}
+
+/** Degradation as the API shows it: level 0 is normal, 1-4 shed load in the design's order. */
+export interface Degradation {
+  mode: 'auto' | 'manual'
+  level: number
+  cause: string
+  changed_at: Date
+  warn_queue_depth: number
+  critical_queue_depth: number
+  queue_depth: number | null
+  measured_at: Date | null
+  resolver_fallbacks: number
 }
 
 /** Minimal structured logger; pino's logger satisfies it. */

@@ -49,6 +49,10 @@ export const PG_ERROR = Object.freeze({
   objectNotInState: '55000',
   uniqueViolation: '23505',
   undefinedTable: '42P01',
+  /** pgsched: submissions refused at degradation level 4. */
+  degraded: 'PS503',
+  /** pgsched: an SQL session over its submission rate limit. */
+  rateLimited: 'PS429',
 })
 
 // Errors that mean "the database cannot be reached now", as opposed to a failing statement:

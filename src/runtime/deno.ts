@@ -43,7 +43,7 @@ const verifyToken = createTokenVerifier({
   issuer: config.jwtIssuer,
   audience: config.jwtAudience,
 })
-const app = createApp({ sql, verifyToken, logger })
+const app = createApp({ sql, verifyToken, logger, rateLimitPerMinute: config.rateLimitPerMinute })
 const scheduler = new Scheduler({
   sql,
   url: config.databaseUrl,

@@ -100,7 +100,12 @@ async function main(argv: string[]): Promise<void> {
       issuer: config.jwtIssuer,
       audience: config.jwtAudience,
     })
-    const app = createApp({ sql, verifyToken, logger })
+    const app = createApp({
+      sql,
+      verifyToken,
+      logger,
+      rateLimitPerMinute: config.rateLimitPerMinute,
+    })
     const server = serve({ fetch: app.fetch, port: config.port })
     cleanups.push(() => new Promise((done) => server.close(done)))
     console.log(`pgsched API listening on http://localhost:${config.port}`)

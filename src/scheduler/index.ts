@@ -1,13 +1,16 @@
 /**
  * @module The scheduler role: campaigns for leadership and, while leading, runs the leader-only
- * services: the ticker and the rescuer. One coordinator starts and stops them as leadership changes.
+ * services: the ticker, the rescuer, the dependency resolver and the degradation governor. One
+ * coordinator starts and stops them as leadership changes.
  */
 
 import { HEARTBEAT_TIMEOUT_SECONDS_DEFAULT } from '../core/config.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { Degrader } from './degrader.ts'
 import { Elector } from './elector.ts'
 import { Rescuer } from './rescuer.ts'
+import { Resolver } from './resolver.ts'
 import { Ticker } from './ticker.ts'
 
 /** Options of the scheduler role. */
@@ -22,6 +25,10 @@ export interface SchedulerOptions {
   leaderPollMs: number
   /** Silence after which the leader declares a worker dead. @default HEARTBEAT_TIMEOUT_SECONDS_DEFAULT s */
   heartbeatTimeoutMs?: number
+  /** How often the leader sweeps waiting runs. @default 5000 */
+  resolveIntervalMs?: number
+  /** How often the leader measures the queue for automatic degradation. @default 10000 */
+  degradeIntervalMs?: number
 }
 
 /** A leader-only service. */
@@ -43,6 +50,8 @@ export class Scheduler {
         logger: o.logger,
         heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_SECONDS_DEFAULT * 1000,
       }),
+      new Resolver({ sql: o.sql, logger: o.logger, intervalMs: o.resolveIntervalMs }),
+      new Degrader({ sql: o.sql, logger: o.logger, intervalMs: o.degradeIntervalMs }),
     ]
     this.#elector = new Elector({
       url: o.url,

@@ -4,10 +4,10 @@
  * once it has itself reached the database without a break for a whole heartbeat timeout, so a
  * database restart, or a new leader, does not read as every worker dying at once.
  */
-import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { rescue } from '../db/queries/workers.ts'
+import { Periodic } from './periodic.ts'
 
 /** Options of a Rescuer. */
 export interface RescuerOptions {
@@ -20,54 +20,48 @@ export interface RescuerOptions {
 /** Runs the rescue sweep a few times per heartbeat timeout while this process leads. */
 export class Rescuer {
   readonly #o: RescuerOptions
-  #running = false
-  #abort = new AbortController()
-  #loop: Promise<void> | undefined
+  readonly #loop: Periodic
+  #connectedSince: number | undefined
 
   constructor(options: RescuerOptions) {
     this.#o = options
+    const intervalMs = Math.min(10_000, Math.max(250, Math.round(options.heartbeatTimeoutMs / 4)))
+    this.#loop = new Periodic(
+      intervalMs,
+      () => this.#sweep(),
+      (e) => {
+        this.#connectedSince = undefined
+        options.logger.warn({ err: e }, 'scheduler: rescue sweep failed; retrying')
+      },
+    )
   }
 
   /** Starts sweeping; idempotent. */
-  async start(): Promise<void> {
-    if (this.#running) return
-    this.#running = true
-    this.#abort = new AbortController()
-    this.#loop = this.#run(this.#abort.signal)
+  start(): Promise<void> {
+    this.#connectedSince = Date.now()
+    return this.#loop.start()
   }
 
   /** Stops and waits for the sweep in progress; idempotent. */
-  async stop(): Promise<void> {
-    if (!this.#running) return
-    this.#running = false
-    this.#abort.abort()
-    await this.#loop
+  stop(): Promise<void> {
+    return this.#loop.stop()
   }
 
-  async #run(signal: AbortSignal): Promise<void> {
+  async #sweep(): Promise<void> {
     const { sql, logger, heartbeatTimeoutMs } = this.#o
-    const intervalMs = Math.min(10_000, Math.max(250, Math.round(heartbeatTimeoutMs / 4)))
-    let connectedSince: number | undefined = Date.now()
-    while (!signal.aborted) {
-      await sleep(intervalMs, signal)
-      if (signal.aborted) break
-      try {
-        if (connectedSince !== undefined && Date.now() - connectedSince >= heartbeatTimeoutMs) {
-          for (const a of await rescue(sql, heartbeatTimeoutMs / 1000)) {
-            logger.warn(
-              { action: a.action, worker: a.worker, run_id: a.run_id, detail: a.detail },
-              `scheduler: rescue: ${a.action.replace('_', ' ')}`,
-            )
-          }
-        } else {
-          await sql`SELECT 1`
-          connectedSince ??= Date.now()
-        }
-      } catch (e) {
-        if (signal.aborted) break
-        connectedSince = undefined
-        logger.warn({ err: e }, 'scheduler: rescue sweep failed; retrying')
-      }
+    if (
+      this.#connectedSince === undefined ||
+      Date.now() - this.#connectedSince < heartbeatTimeoutMs
+    ) {
+      await sql`SELECT 1`
+      this.#connectedSince ??= Date.now()
+      return
+    }
+    for (const a of await rescue(sql, heartbeatTimeoutMs / 1000)) {
+      logger.warn(
+        { action: a.action, worker: a.worker, run_id: a.run_id, detail: a.detail },
+        `scheduler: rescue: ${a.action.replace('_', ' ')}`,
+      )
     }
   }
 }

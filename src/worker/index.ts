@@ -22,6 +22,7 @@ import {
 import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { degradationGet } from '../db/queries/degradation.ts'
 import { type AttemptResult, runFinish, runStart } from '../db/queries/runs.ts'
 import { workerHeartbeat } from '../db/queries/workers.ts'
 import { withSpanFrom } from '../telemetry/tracing.ts'
@@ -56,6 +57,9 @@ const databaseRetryPolicy = retry(handleAll, {
   backoff: new ExponentialBackoff({ initialDelay: 250, maxDelay: 8000 }),
 })
 
+/** The executor flag of runs with priority 8-10 (pgsched._enqueue_attempt sets it). */
+const LOW_PRIORITY_FLAG = 'low'
+
 /** The payload of a `pgsched_run` executor job. */
 interface RunPayload {
   run_id: number
@@ -80,6 +84,8 @@ export class Worker {
   #state: 'active' | 'stopping' = 'active'
   #beats = new AbortController()
   #beatLoop: Promise<void> | undefined
+  // The degradation level as of the last heartbeat: from 1 on, priorities 8-10 are not taken.
+  #degradation = 0
 
   constructor(o: WorkerOptions) {
     this.#o = o
@@ -112,6 +118,7 @@ export class Worker {
       noHandleSignals: true,
       logger: graphileLogger(this.#o.logger),
       events,
+      forbiddenFlags: () => (this.#degradation >= 1 ? [LOW_PRIORITY_FLAG] : null),
     })
     this.#beats = new AbortController()
     this.#beatLoop = this.#heartbeats(this.#beats.signal)
@@ -174,6 +181,11 @@ export class Worker {
         executorIds: [...this.#executorIds],
         state,
       })
+      const level = (await degradationGet(sql)).level
+      if (level !== this.#degradation) {
+        logger.info({ level }, 'worker: degradation level changed')
+        this.#degradation = level
+      }
       if (before === 'dead') {
         logger.warn(
           { worker: this.name, runs: held.length },

@@ -19,12 +19,13 @@ export function authenticate(verify: TokenVerifier): MiddlewareHandler<AppEnv> {
   }
 }
 
-/** What a principal does: read its jobs and runs, or change them. */
-export type Action = 'read' | 'write'
+/** What a principal does: read its jobs and runs, change them, or operate the system. */
+export type Action = 'read' | 'write' | 'operate'
 
 const ALLOWED: Record<Action, readonly Role[]> = {
   read: ['admin', 'submitter', 'viewer'],
   write: ['admin', 'submitter'],
+  operate: ['admin'],
 }
 
 /** Throws 403 unless one of the principal's roles allows `action`. */
@@ -32,7 +33,9 @@ export function requireRole(p: Principal, action: Action): void {
   if (!p.roles.some((r) => ALLOWED[action].includes(r))) {
     throw new PgschedError(
       'forbidden',
-      `your roles (${p.roles.join(', ') || 'none'}) may not ${action} jobs`,
+      action === 'operate'
+        ? `only an admin may do this; your roles: ${p.roles.join(', ') || 'none'}`
+        : `your roles (${p.roles.join(', ') || 'none'}) may not ${action} jobs`,
     )
   }
 }

@@ -15,6 +15,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   not_found: 404,
   conflict: 409,
   too_large: 413,
+  rate_limited: 429,
   unavailable: 503,
   config: 500,
   migration_too_new: 500,
@@ -28,11 +29,15 @@ const TITLE: Record<ErrorCode, string> = {
   not_found: 'Not found',
   conflict: 'Conflict',
   too_large: 'Content too large',
+  rate_limited: 'Too many requests',
   unavailable: 'Service unavailable',
   config: 'Server misconfigured',
   migration_too_new: 'Server misconfigured',
   internal: 'Internal error',
 }
+
+/** How long a client refused at degradation level 4 is told to wait. */
+export const DEGRADED_RETRY_AFTER_SECONDS = 30
 
 /** Writes a problem+json response. */
 export function problem(
@@ -64,7 +69,13 @@ export function databaseUnavailable(c: Context, retryAfterSeconds: number): Resp
 export function fieldErrors(error: z.ZodError): FieldError[] {
   return error.issues.map((i) => {
     const keys = i.code === 'unrecognized_keys' ? i.keys : []
-    const field = [...i.path.map(String), ...keys.slice(0, 1)].join('.') || '(body)'
+    // jobs[3].command, as the SQL API names fields inside a batch.
+    const field =
+      [...i.path, ...keys.slice(0, 1)].reduce<string>(
+        (at, seg) =>
+          typeof seg === 'number' ? `${at}[${seg}]` : at ? `${at}.${String(seg)}` : String(seg),
+        '',
+      ) || '(body)'
     const message =
       i.code === 'unrecognized_keys'
         ? `unknown field${keys.length > 1 ? 's' : ''} ${keys.join(', ')}`
@@ -83,7 +94,10 @@ interface PgError {
 /** Maps any error to a problem response; unknown errors are logged, never shown. */
 export function onError(logger: Logger): ErrorHandler {
   return (err, c) => {
-    if (err instanceof PgschedError) return problem(c, err.code, err.message, err.errors)
+    if (err instanceof PgschedError) {
+      for (const [k, v] of Object.entries(err.headers)) c.header(k, v)
+      return problem(c, err.code, err.message, err.errors)
+    }
     if (err instanceof HTTPException) {
       if (err.status === 400) return problem(c, 'validation', 'the request body is not valid JSON')
       return err.getResponse()
@@ -98,6 +112,12 @@ export function onError(logger: Logger): ErrorHandler {
       return problem(c, 'not_found', pg.message.replace(/^pgsched: /, ''))
     if (pg.code === PG_ERROR.objectNotInState)
       return problem(c, 'conflict', pg.message.replace(/^pgsched: /, ''))
+    if (pg.code === PG_ERROR.degraded) {
+      c.header('retry-after', String(DEGRADED_RETRY_AFTER_SECONDS))
+      return problem(c, 'unavailable', pg.message.replace(/^pgsched: /, ''))
+    }
+    if (pg.code === PG_ERROR.rateLimited)
+      return problem(c, 'rate_limited', pg.message.replace(/^pgsched: /, ''))
     if (isDatabaseUnreachable(err)) return databaseUnavailable(c, 5)
     logger.error({ err, path: c.req.path }, 'api: unhandled error')
     return problem(c, 'internal', 'an internal error occurred')

@@ -5,6 +5,7 @@ import { z } from 'zod'
 import { PgschedError } from '../../core/errors.ts'
 import {
   IdParamSchema,
+  JobBatchSchema,
   JobListQuerySchema,
   JobPatchSchema,
   JobSchema,
@@ -23,11 +24,13 @@ import {
   jobSetPriority,
   jobSetSchedule,
   jobSubmit,
+  jobSubmitBatch,
   jobTrigger,
 } from '../../db/queries/jobs.ts'
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
 import { planIfUnplanned } from '../../scheduler/ticker.ts'
 import { currentTraceparent, withSpanFrom } from '../../telemetry/tracing.ts'
+import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
@@ -35,6 +38,9 @@ import { jsonify, page } from '../serialize.ts'
 const problems = problemResponses('job', 'Conflicts with the job state')
 const JobPage = pageOf(JobSchema)
 const RunPage = pageOf(RunSchema)
+const BatchResult = z.object({
+  jobs: z.array(JobSchema.extend({ ref: z.string().nullable(), created: z.boolean() })),
+})
 
 /** Loads a job the principal may see, or throws 404. */
 async function visibleJob(
@@ -46,7 +52,11 @@ async function visibleJob(
 }
 
 /** Registers the job routes. */
-export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
+export function registerJobRoutes(
+  app: OpenAPIHono<AppEnv>,
+  sql: SqlPool,
+  shed: LoadShedding,
+): void {
   app.openapi(
     createRoute({
       method: 'post',
@@ -73,6 +83,7 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       requireRole(p, 'write')
       const body = c.req.valid('json')
       const key = c.req.valid('header')['idempotency-key']
+      await shed.admitSubmissions(c, p.sub, 1)
       const { job, created } = await withSpanFrom('pgsched.api.submit', null, {}, () =>
         sql.begin(async (tx) => {
           const res = await jobSubmit(
@@ -92,6 +103,49 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
 
   app.openapi(
     createRoute({
+      method: 'post',
+      path: '/v1/jobs/batch',
+      summary:
+        'Submit up to 1,000 jobs at once, all or nothing; depends_on may name jobs of the batch by ref',
+      security,
+      request: {
+        body: { content: { 'application/json': { schema: JobBatchSchema } }, required: true },
+      },
+      responses: {
+        201: jsonResponse(BatchResult, 'The jobs, in the order given'),
+        200: jsonResponse(BatchResult, 'Every job was an earlier one (idempotency keys)'),
+        ...problems,
+      },
+    }),
+    async (c) => {
+      const p = c.get('principal')
+      requireRole(p, 'write')
+      const { jobs } = c.req.valid('json')
+      await shed.admitSubmissions(c, p.sub, jobs.length)
+      const results = await withSpanFrom('pgsched.api.submit_batch', null, {}, () =>
+        sql.begin(async (tx) => {
+          const submitted = await jobSubmitBatch(tx, jobs, p.sub, currentTraceparent())
+          const out = []
+          for (const r of submitted) {
+            if (!r.created || r.job.schedule === null) {
+              out.push(r)
+              continue
+            }
+            await planIfUnplanned(tx, r.job.job_id)
+            out.push({ ...r, job: (await jobGet(tx, r.job.job_id))! })
+          }
+          return out
+        }),
+      )
+      return c.json(
+        { jobs: results.map((r) => ({ ...jsonify(r.job), ref: r.ref, created: r.created })) },
+        results.some((r) => r.created) ? 201 : 200,
+      )
+    },
+  )
+
+  app.openapi(
+    createRoute({
       method: 'get',
       path: '/v1/jobs',
       summary: 'List jobs, newest first',
@@ -103,15 +157,16 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       const p = c.get('principal')
       requireRole(p, 'read')
       const q = c.req.valid('query')
+      const bounds = await shed.history(c, q.limit)
       const rows = await jobList(sql, {
         owner: ownerScope(p),
         status: q.status,
         name: q.name,
         before: cursorId(q.cursor),
-        limit: q.limit,
+        ...bounds,
       })
       return c.json(
-        page(rows, q.limit, (j) => j.job_id),
+        page(rows, bounds.limit, (j) => j.job_id),
         200,
       )
     },
@@ -233,9 +288,10 @@ export function registerJobRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       const { id } = c.req.valid('param')
       const q = c.req.valid('query')
       await visibleJob(sql, c, id)
-      const rows = await runListForJob(sql, id, q.limit, cursorId(q.cursor))
+      const bounds = await shed.history(c, q.limit)
+      const rows = await runListForJob(sql, id, { before: cursorId(q.cursor), ...bounds })
       return c.json(
-        page(rows, q.limit, (r) => r.run_id),
+        page(rows, bounds.limit, (r) => r.run_id),
         200,
       )
     },

@@ -6,6 +6,7 @@ import { IdParamSchema, PageQuerySchema, RunDetailSchema, RunSchema } from '../.
 import type { Principal } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import { runAttempts, runGet, runListDead, runRetryDead } from '../../db/queries/runs.ts'
+import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
@@ -19,7 +20,11 @@ async function runDetail(sql: Sql, p: Principal, id: number) {
 }
 
 /** Registers the run routes. */
-export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
+export function registerRunRoutes(
+  app: OpenAPIHono<AppEnv>,
+  sql: SqlPool,
+  shed: LoadShedding,
+): void {
   app.openapi(
     createRoute({
       method: 'get',
@@ -85,13 +90,14 @@ export function registerRunRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void 
       const p = c.get('principal')
       requireRole(p, 'read')
       const q = c.req.valid('query')
+      const bounds = await shed.history(c, q.limit)
       const rows = await runListDead(sql, {
         owner: ownerScope(p),
-        limit: q.limit,
         before: cursorId(q.cursor),
+        ...bounds,
       })
       return c.json(
-        page(rows, q.limit, (r) => r.run_id),
+        page(rows, bounds.limit, (r) => r.run_id),
         200,
       )
     },

@@ -1,5 +1,5 @@
 /** @module Queries on pgsched.jobs. The only runtime SQL for jobs; each takes `sql` first. */
-import type { Job, JobStatus } from '../../core/types.ts'
+import type { ConcurrencyPolicy, Job, JobStatus } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
 /** What a submission carries; mirrors the arguments of pgsched.submit_job. */
@@ -17,7 +17,13 @@ export interface JobSubmission {
   timeout_seconds?: number
   queue?: string | null
   idempotency_key?: string | null
+  /** Ids of jobs that must succeed first; in a batch also refs of other jobs of the batch. */
+  depends_on?: (number | string)[]
+  concurrency_policy?: ConcurrencyPolicy
 }
+
+/** One job of a batch, as JSON: a submission with an optional local name for depends_on. */
+export type BatchJob = Omit<JobSubmission, 'run_at'> & { run_at?: string; ref?: string }
 
 // next_run: a schedule's next tick, or a one-off job's pending occurrence.
 const jobColumns = (sql: Sql) => sql`
@@ -26,7 +32,9 @@ const jobColumns = (sql: Sql) => sql`
        ELSE (SELECT min(r.scheduled_for) FROM pgsched.runs r
              WHERE r.job_id = j.id AND r.status IN ('waiting', 'queued')) END AS next_run,
   j.priority, j.max_retries, j.backoff_base_seconds, j.timeout_seconds, j.queue, j.status,
-  j.created_at, j.updated_at`
+  ARRAY(SELECT d.depends_on FROM pgsched.job_dependencies d WHERE d.job_id = j.id
+        ORDER BY d.depends_on) AS depends_on,
+  j.concurrency_policy, j.created_at, j.updated_at`
 
 /**
  * Submits a job through pgsched.submit_job, the SQL API's own function, so REST and SQL share
@@ -54,7 +62,9 @@ export async function jobSubmit(
       queue => ${s.queue ?? null},
       idempotency_key => ${s.idempotency_key ?? null},
       owner => ${owner},
-      traceparent => ${traceparent}
+      traceparent => ${traceparent},
+      depends_on => ${(s.depends_on ?? []).map(Number)}::bigint[],
+      concurrency_policy => ${s.concurrency_policy ?? 'allow'}
     ) AS id`
   // A job created by this transaction carries its start time; an idempotent replay is older.
   const [row] = await sql<(Job & { created: boolean })[]>`
@@ -62,6 +72,26 @@ export async function jobSubmit(
     FROM pgsched.jobs j WHERE j.id = ${submitted!.id}`
   const { created, ...job } = row!
   return { job, created }
+}
+
+/**
+ * Submits a batch through pgsched.submit_jobs: all or nothing, in one call. Returns the jobs in
+ * the order given, each flagged `created` (false: an idempotency key returned an earlier job).
+ */
+export async function jobSubmitBatch(
+  sql: Sql,
+  jobs: readonly BatchJob[],
+  owner: string,
+  traceparent: string | null,
+): Promise<{ job: Job; created: boolean; ref: string | null }[]> {
+  const submitted = await sql<{ ref: string | null; job_id: number }[]>`
+    SELECT ref, job_id FROM pgsched.submit_jobs(
+      ${sql.json(jobs as never)}::jsonb, owner => ${owner}, traceparent => ${traceparent})`
+  const rows = await sql<(Job & { created: boolean })[]>`
+    SELECT ${jobColumns(sql)}, j.created_at = now() AS created
+    FROM pgsched.jobs j WHERE j.id = ANY (${submitted.map((s) => s.job_id)}::bigint[])`
+  const byId = new Map(rows.map(({ created, ...job }) => [job.job_id, { job, created }]))
+  return submitted.map((s) => ({ ...byId.get(s.job_id)!, ref: s.ref }))
 }
 
 /** One job by id, or undefined. */
@@ -77,6 +107,8 @@ export interface JobListFilter {
   name?: string
   /** List jobs with ids below this one (newest first). */
   before?: number
+  /** Only jobs created after this instant. */
+  since?: Date
   limit: number
 }
 
@@ -89,6 +121,7 @@ export async function jobList(sql: Sql, f: JobListFilter): Promise<Job[]> {
       ${f.status === undefined ? sql`` : sql`AND j.status = ${f.status}`}
       ${f.name === undefined ? sql`` : sql`AND j.name = ${f.name}`}
       ${f.before === undefined ? sql`` : sql`AND j.id < ${f.before}`}
+      ${f.since === undefined ? sql`` : sql`AND j.created_at > ${f.since}`}
     ORDER BY j.id DESC
     LIMIT ${f.limit}`
 }

@@ -25,24 +25,25 @@ export async function runAttempts(sql: Sql, runId: number): Promise<Attempt[]> {
     FROM pgsched.run_attempts WHERE run_id = ${runId} ORDER BY attempt`
 }
 
-/** Runs of one job, newest first, one page. */
+/** Runs of one job, newest first, one page; `since` keeps runs created after it. */
 export async function runListForJob(
   sql: Sql,
   jobId: number,
-  limit: number,
-  before?: number,
+  f: { limit: number; before?: number; since?: Date },
 ): Promise<Run[]> {
   return sql<Run[]>`
     SELECT ${runColumns(sql)}
     FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
-    WHERE r.job_id = ${jobId} ${before === undefined ? sql`` : sql`AND r.id < ${before}`}
-    ORDER BY r.id DESC LIMIT ${limit}`
+    WHERE r.job_id = ${jobId}
+      ${f.before === undefined ? sql`` : sql`AND r.id < ${f.before}`}
+      ${f.since === undefined ? sql`` : sql`AND r.created_at > ${f.since}`}
+    ORDER BY r.id DESC LIMIT ${f.limit}`
 }
 
 /** Dead-lettered runs, newest first; `owner` undefined lists every owner's. */
 export async function runListDead(
   sql: Sql,
-  f: { owner?: string; limit: number; before?: number },
+  f: { owner?: string; limit: number; before?: number; since?: Date },
 ): Promise<Run[]> {
   return sql<Run[]>`
     SELECT ${runColumns(sql)}
@@ -50,6 +51,7 @@ export async function runListDead(
     WHERE r.status = 'dead'
       ${f.owner === undefined ? sql`` : sql`AND j.owner = ${f.owner}`}
       ${f.before === undefined ? sql`` : sql`AND r.id < ${f.before}`}
+      ${f.since === undefined ? sql`` : sql`AND r.created_at > ${f.since}`}
     ORDER BY r.id DESC LIMIT ${f.limit}`
 }
 

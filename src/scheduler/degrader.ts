@@ -1,0 +1,49 @@
+/**
+ * @module The degradation governor: in automatic mode the leader measures the queue depth and
+ * sets the level from the thresholds (pgsched.evaluate_degradation); changes are logged here and
+ * in pgsched.degradation_events with their cause.
+ */
+import type { Logger } from '../core/types.ts'
+import type { SqlPool } from '../db/client.ts'
+import { degradationEvaluate } from '../db/queries/degradation.ts'
+import { Periodic } from './periodic.ts'
+
+/** Options of a Degrader. */
+export interface DegraderOptions {
+  sql: SqlPool
+  logger: Logger
+  /** @default 10000 */
+  intervalMs?: number
+}
+
+/** Evaluates degradation every interval while this process leads. */
+export class Degrader {
+  readonly #loop: Periodic
+
+  constructor(o: DegraderOptions) {
+    let level: number | undefined
+    const pass = async () => {
+      const d = await degradationEvaluate(o.sql)
+      if (level !== undefined && d.level !== level) {
+        o.logger.warn(
+          { from: level, to: d.level, mode: d.mode, cause: d.cause },
+          'scheduler: degradation level changed',
+        )
+      }
+      level = d.level
+    }
+    this.#loop = new Periodic(o.intervalMs ?? 10_000, pass, (e) =>
+      o.logger.warn({ err: e }, 'scheduler: degradation check failed'),
+    )
+  }
+
+  /** Starts; idempotent. */
+  start(): Promise<void> {
+    return this.#loop.start()
+  }
+
+  /** Stops; idempotent. */
+  stop(): Promise<void> {
+    return this.#loop.stop()
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * @module The dependency resolver: the leader's sweep over waiting runs, for anything the
+ * in-transaction promotion missed. Behind a circuit breaker (cockatiel): when its checks keep
+ * failing, it falls back to promoting waiting runs without checking their dependencies, as
+ * degradation level 3 does; each fallback is logged and counted.
+ */
+import { BrokenCircuitError, ConsecutiveBreaker, circuitBreaker, handleAll } from 'cockatiel'
+
+import type { Logger } from '../core/types.ts'
+import type { SqlPool } from '../db/client.ts'
+import { promoteWaiting, resolveWaiting } from '../db/queries/dependencies.ts'
+import { Periodic } from './periodic.ts'
+
+/** Waiting runs looked at per pass. */
+const BATCH = 500
+
+/** Options of a Resolver. */
+export interface ResolverOptions {
+  sql: SqlPool
+  logger: Logger
+  /** @default 5000 */
+  intervalMs?: number
+  /** Failed passes in a row that open the circuit. @default 3 */
+  failures?: number
+  /** How long the circuit stays open before a check is tried again. @default 30000 */
+  halfOpenAfterMs?: number
+}
+
+/** Resolves waiting runs every interval while this process leads. */
+export class Resolver {
+  readonly #loop: Periodic
+
+  constructor(o: ResolverOptions) {
+    const breaker = circuitBreaker(handleAll, {
+      halfOpenAfter: o.halfOpenAfterMs ?? 30_000,
+      breaker: new ConsecutiveBreaker(o.failures ?? 3),
+    })
+    breaker.onBreak(() =>
+      o.logger.error('scheduler: dependency checks keep failing; promoting without them'),
+    )
+    breaker.onReset(() => o.logger.info('scheduler: dependency checks work again'))
+    const pass = async () => {
+      try {
+        const n = await breaker.execute(() => resolveWaiting(o.sql, BATCH))
+        if (n > 0) o.logger.debug({ settled: n }, 'scheduler: waiting runs settled')
+      } catch (e) {
+        if (!(e instanceof BrokenCircuitError)) throw e
+        const n = await promoteWaiting(o.sql, BATCH, true)
+        o.logger.warn(
+          { promoted: n },
+          'scheduler: dependency resolver fallback: waiting runs promoted without checks',
+        )
+      }
+    }
+    this.#loop = new Periodic(o.intervalMs ?? 5000, pass, (e) =>
+      o.logger.warn({ err: e }, 'scheduler: dependency sweep failed'),
+    )
+  }
+
+  /** Starts; idempotent. */
+  start(): Promise<void> {
+    return this.#loop.start()
+  }
+
+  /** Stops; idempotent. */
+  stop(): Promise<void> {
+    return this.#loop.stop()
+  }
+}
