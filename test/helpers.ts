@@ -6,7 +6,7 @@ import { createTokenVerifier, mintToken } from '../src/api/tokens.ts'
 import type { Role } from '../src/core/types.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { createSql, type SqlPool } from '../src/db/client.ts'
-import { Scheduler } from '../src/scheduler/index.ts'
+import { Scheduler, type SchedulerOptions } from '../src/scheduler/index.ts'
 import { Worker, type WorkerOptions } from '../src/worker/index.ts'
 import { withDatabase } from './global-setup.ts'
 
@@ -29,15 +29,21 @@ export interface TestBundle {
     // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies by their documented shape
   ): Promise<{ status: number; body: any; headers: Headers }>
   startWorker(o?: Partial<WorkerOptions>): Promise<Worker>
-  startScheduler(): Scheduler
+  startScheduler(o?: Partial<SchedulerOptions>): Scheduler
   close(): Promise<void>
 }
 
 let counter = 0
 let schedulers = 0
 
+/** Options of setup(). */
+export interface SetupOptions {
+  /** The API's submissions a minute per user. @default 1000 */
+  rateLimitPerMinute?: number
+}
+
 /** Clones the template into a new database and builds the bundle around it. */
-export async function setup(): Promise<TestBundle> {
+export async function setup(options: SetupOptions = {}): Promise<TestBundle> {
   const base = inject('databaseUrl')
   const name = `pgsched_t_${process.pid}_${Date.now().toString(36)}_${counter++}`
   const admin = createSql(base, { max: 1 })
@@ -48,6 +54,7 @@ export async function setup(): Promise<TestBundle> {
     sql,
     verifyToken: createTokenVerifier({ secret: TEST_SECRET }),
     logger: silentLogger,
+    rateLimitPerMinute: options.rateLimitPerMinute,
   })
   const stops: (() => Promise<void>)[] = []
 
@@ -88,13 +95,14 @@ export async function setup(): Promise<TestBundle> {
       stops.push(() => worker.stop())
       return worker
     },
-    startScheduler() {
+    startScheduler(o = {}) {
       const scheduler = new Scheduler({
         sql,
         url,
         logger: silentLogger,
         holder: `test:${++schedulers}`,
         leaderPollMs: 200,
+        ...o,
       })
       scheduler.start()
       stops.push(() => scheduler.stop())

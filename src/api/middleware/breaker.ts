@@ -27,7 +27,7 @@ export interface BreakerOptions {
   failures?: number
   /** How long the circuit stays open before a probe. @default 2000 */
   halfOpenAfterMs?: number
-  /** A request that takes longer answers 503 and counts as a failure. @default 5000 */
+  /** A request that takes longer answers 503 and counts as a failure. @default 10000 */
   requestTimeoutMs?: number
 }
 
@@ -41,7 +41,7 @@ export function databaseBreaker(o: BreakerOptions): MiddlewareHandler {
   })
   breaker.onBreak(() => o.logger.warn('api: database unreachable; answering 503 until it is back'))
   breaker.onReset(() => o.logger.info('api: database reachable again'))
-  const policy = wrap(breaker, timeout(o.requestTimeoutMs ?? 5000, TimeoutStrategy.Aggressive))
+  const policy = wrap(breaker, timeout(o.requestTimeoutMs ?? 10_000, TimeoutStrategy.Aggressive))
   const retryAfter = Math.ceil(halfOpenAfter / 1000)
   return async (c, next) => {
     try {
