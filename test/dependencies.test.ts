@@ -123,10 +123,13 @@ describe('dependencies', () => {
   it('applies the recurring rule: a success since the dependent’s previous run was created', async () => {
     // Schedules that never fire on their own here; runs come from trigger_job.
     const never = '0 0 1 1 *'
-    const [{ d }] =
-      await t.sql`SELECT pgsched.submit_job(name => 'd', command => 'true', schedule => ${never}, owner => 'alice') AS d`
-    const [{ j }] =
-      await t.sql`SELECT pgsched.submit_job(name => 'j', command => 'true', schedule => ${never}, owner => 'alice', depends_on => ${[d]}::bigint[]) AS j`
+    const [dRow] = await t.sql<{ d: number }[]>`
+      SELECT pgsched.submit_job(name => 'd', command => 'true', schedule => ${never}, owner => 'alice') AS d`
+    const [jRow] = await t.sql<{ j: number }[]>`
+      SELECT pgsched.submit_job(name => 'j', command => 'true', schedule => ${never}, owner => 'alice',
+        depends_on => ${[dRow!.d]}::bigint[]) AS j`
+    const d = dRow!.d
+    const j = jRow!.j
     const trigger = (id: number) => t.sql`SELECT pgsched.trigger_job(${id})`
 
     await trigger(d)
