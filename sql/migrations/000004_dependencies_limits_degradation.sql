@@ -1,7 +1,7 @@
 -- 000004_dependencies_limits_degradation: job dependencies and batch submission, overlap policy
 -- for recurring jobs, per-owner rate limits, and graceful degradation.
 -- Cost: adds a column with a constant default to jobs (no rewrite), new tables and indexes, and
--- replaces functions. submit_job changes signature: it is dropped and created again, and its
+-- replaces functions (_create_run, _invalid, _validate_timezone). submit_job changes signature: it is dropped and created again, and its
 -- grants are given again below.
 
 ALTER TABLE pgsched.jobs ADD COLUMN concurrency_policy text NOT NULL DEFAULT 'allow'
@@ -401,74 +401,6 @@ BEGIN
     PERFORM pgsched._enqueue_attempt(new_id);
   END IF;
   RETURN new_id;
-END
-$$;
-
--- Skipped runs (their dependencies failed) also let a one-off job complete.
-CREATE OR REPLACE FUNCTION pgsched.run_finish(
-  p_run_id bigint, p_attempt integer, p_worker text, p_outcome text,
-  p_exit_code integer DEFAULT NULL, p_output text DEFAULT NULL, p_error text DEFAULT NULL
-) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-  r pgsched.runs;
-  j pgsched.jobs;
-  failures integer;
-  new_status text;
-BEGIN
-  IF p_outcome NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'lost', 'interrupted') THEN
-    PERFORM pgsched._invalid('outcome', format('unknown outcome %L', p_outcome));
-  END IF;
-  SELECT * INTO r FROM pgsched.runs
-  WHERE id = p_run_id AND attempt = p_attempt AND status = 'running' AND worker = p_worker
-  FOR UPDATE;
-
-  UPDATE pgsched.run_attempts a
-  SET finished_at = now(), outcome = p_outcome, exit_code = p_exit_code, error = p_error
-  WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.worker = p_worker AND a.outcome = 'running';
-
-  IF r.id IS NULL THEN
-    INSERT INTO pgsched.run_events (run_id, to_status, attempt, worker, error)
-    SELECT p_run_id, 'result_dropped', p_attempt, p_worker,
-      format('late %s result of attempt %s dropped: the attempt is no longer current', p_outcome, p_attempt)
-    WHERE p_outcome <> 'cancelled' AND EXISTS (SELECT 1 FROM pgsched.runs WHERE id = p_run_id)
-      AND NOT EXISTS (
-        SELECT 1 FROM pgsched.run_attempts a
-        WHERE a.run_id = p_run_id AND a.attempt = p_attempt AND a.worker = p_worker
-          AND a.outcome = p_outcome AND a.finished_at < now()
-      );
-    RETURN NULL;
-  END IF;
-  SELECT * INTO j FROM pgsched.jobs WHERE id = r.job_id;
-  SELECT count(*) INTO failures FROM pgsched.run_attempts a
-  WHERE a.run_id = p_run_id AND a.outcome IN ('failed', 'timed_out', 'lost');
-
-  new_status := CASE
-    WHEN p_outcome = 'succeeded' THEN 'succeeded'
-    WHEN p_outcome = 'cancelled' THEN 'cancelled'
-    WHEN p_outcome = 'interrupted' THEN 'queued'
-    WHEN failures <= j.max_retries THEN 'failed'
-    ELSE 'dead'
-  END;
-
-  UPDATE pgsched.runs
-  SET status = new_status, exit_code = p_exit_code, output = p_output, error = p_error,
-    finished_at = CASE WHEN new_status NOT IN ('failed', 'queued') THEN now() END,
-    updated_at = now(),
-    attempt = CASE WHEN new_status IN ('failed', 'queued') THEN attempt + 1 ELSE attempt END,
-    available_at = CASE
-      WHEN new_status = 'failed'
-        THEN now() + make_interval(secs => j.backoff_base_seconds * power(2, failures - 1))
-      WHEN new_status = 'queued' THEN now()
-      ELSE available_at END
-  WHERE id = p_run_id;
-
-  IF new_status IN ('failed', 'queued') THEN
-    PERFORM pgsched._enqueue_attempt(p_run_id);
-  ELSE
-    PERFORM pgsched._complete_if_done(j.id);
-  END IF;
-  RETURN new_status;
 END
 $$;
 
@@ -897,9 +829,11 @@ BEGIN
 END
 $$;
 
--- The SQL API's privileges, as in 000002: public functions are SECURITY DEFINER and callable by
--- pgsched_submitter only (set_degradation checks for an admin itself).
-DO $$
+-- The SQL API's privileges, as in 000002, as a function that later migrations call again:
+-- public functions are SECURITY DEFINER and callable by pgsched_submitter only
+-- (set_degradation checks for an admin itself).
+CREATE FUNCTION pgsched._grant_sql_api() RETURNS void
+LANGUAGE plpgsql AS $$
 DECLARE
   f regprocedure;
 BEGIN
@@ -914,3 +848,5 @@ BEGIN
   END LOOP;
 END
 $$;
+
+SELECT pgsched._grant_sql_api();
