@@ -484,6 +484,8 @@ BEGIN
   END IF;
   IF _submit_job.concurrency_policy IS NULL OR _submit_job.concurrency_policy NOT IN ('allow', 'forbid', 'replace') THEN
     PERFORM pgsched._invalid('concurrency_policy', 'must be allow, forbid or replace');
+  ELSIF _submit_job.concurrency_policy <> 'allow' AND _submit_job.schedule IS NULL THEN
+    PERFORM pgsched._invalid('concurrency_policy', 'applies to a schedule only');
   END IF;
   IF cardinality(_submit_job.depends_on) > 100 THEN
     PERFORM pgsched._invalid('depends_on', 'at most 100 dependencies');
