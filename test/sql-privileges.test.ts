@@ -19,8 +19,10 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await app.end()
+  // Roles live in the whole cluster, not in the test's database: drop it before closing.
+  await t.sql`DROP OWNED BY ${t.sql(role)}`
+  await t.sql`DROP ROLE ${t.sql(role)}`
   await t.close()
-  await t.sql`DROP ROLE IF EXISTS ${t.sql(role)}`.catch(() => {})
 })
 
 const code = (p: Promise<unknown>) =>

@@ -295,7 +295,8 @@ LANGUAGE sql STABLE AS $$ SELECT level FROM pgsched.degradation $$;
 
 /**
  * The leader's dependency sweep, for anything the trigger missed: resolves up to p_limit waiting
- * runs, oldest first. Returns how many it queued or skipped.
+ * runs, oldest first (at degradation level 3 and above, promotes them unchecked). Returns how
+ * many it queued or skipped.
  */
 CREATE FUNCTION pgsched.resolve_waiting(p_limit integer DEFAULT 500) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -303,6 +304,9 @@ DECLARE
   w record;
   n integer := 0;
 BEGIN
+  IF pgsched._degradation_level() >= 3 THEN
+    RETURN pgsched.promote_waiting(p_limit);
+  END IF;
   FOR w IN
     SELECT r.id FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
     WHERE r.status = 'waiting' AND j.status IN ('active', 'completed')
