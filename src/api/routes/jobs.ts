@@ -23,7 +23,6 @@ import {
   jobResume,
   jobSetPriority,
   jobSetSchedule,
-  jobSubmit,
   jobSubmitBatch,
   jobTrigger,
 } from '../../db/queries/jobs.ts'
@@ -34,6 +33,7 @@ import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
+import { SubmitBatcher } from '../submit-batcher.ts'
 
 const problems = problemResponses('job', 'Conflicts with the job state')
 const JobPage = pageOf(JobSchema)
@@ -57,6 +57,7 @@ export function registerJobRoutes(
   sql: SqlPool,
   shed: LoadShedding,
 ): void {
+  const batcher = new SubmitBatcher(sql)
   app.openapi(
     createRoute({
       method: 'post',
@@ -85,17 +86,11 @@ export function registerJobRoutes(
       const key = c.req.valid('header')['idempotency-key']
       await shed.admitSubmissions(c, p.sub, 1)
       const { job, created } = await withSpanFrom('pgsched.api.submit', null, {}, () =>
-        sql.begin(async (tx) => {
-          const res = await jobSubmit(
-            tx,
-            { ...body, run_at: body.run_at ? new Date(body.run_at) : null, idempotency_key: key },
-            p.sub,
-            currentTraceparent(),
-          )
-          if (!res.created || res.job.schedule === null) return res
-          await planIfUnplanned(tx, res.job.job_id)
-          return { job: (await jobGet(tx, res.job.job_id))!, created: true }
-        }),
+        batcher.submit(
+          { ...body, run_at: body.run_at ? new Date(body.run_at) : null, idempotency_key: key },
+          p.sub,
+          currentTraceparent(),
+        ),
       )
       return c.json(jsonify(job), created ? 201 : 200)
     },
