@@ -57,8 +57,21 @@ export async function tickOnce(
   return sql.begin(async (tx) => {
     const due = await jobListDue(tx, batchSize)
     const plans: TickPlan[] = []
+    // Due jobs of one batch share now(), so jobs with the same schedule share their plan:
+    // cron maths once per schedule, not once per job (10,000 jobs due at once are common).
+    const shared = new Map<string, Pick<TickPlan, 'tick' | 'next'>>()
     for (const job of due) {
       try {
+        if (job.next_run_at !== null) {
+          const key = `${job.schedule}\u0000${job.timezone}`
+          let plan = shared.get(key)
+          if (!plan) {
+            plan = planDueTick(job.schedule, job.timezone, job.now)
+            shared.set(key, plan)
+          }
+          plans.push({ jobId: job.id, expected: job.next_run_at, ...plan })
+          continue
+        }
         plans.push(planJob(job))
       } catch (e) {
         if (!(e instanceof PgschedError)) throw e

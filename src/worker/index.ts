@@ -261,7 +261,10 @@ export class Worker {
 
   async #finish(runId: number, attempt: number, result: AttemptResult): Promise<void> {
     const status = await runFinish(this.#o.sql, runId, attempt, this.name, result)
-    this.#o.logger.info(
+    // One line per run is too much at thousands of runs a second: successes log at debug.
+    const log = result.outcome === 'succeeded' ? this.#o.logger.debug : this.#o.logger.info
+    log.call(
+      this.#o.logger,
       { run_id: runId, attempt, outcome: result.outcome, status },
       'worker: attempt finished',
     )
