@@ -22,8 +22,9 @@ import {
 import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { GroupCommit } from '../db/group-commit.ts'
 import { degradationGet } from '../db/queries/degradation.ts'
-import { type AttemptResult, runFinish, runStart } from '../db/queries/runs.ts'
+import { type AttemptResult, runFinish, runStart, type StartedRun } from '../db/queries/runs.ts'
 import { workerHeartbeat } from '../db/queries/workers.ts'
 import { withSpanFrom } from '../telemetry/tracing.ts'
 import { executeAttempt, type StopReason } from './execute.ts'
@@ -84,12 +85,26 @@ export class Worker {
   #state: 'active' | 'stopping' = 'active'
   #beats = new AbortController()
   #beatLoop: Promise<void> | undefined
+  // Starting attempts and recording results of concurrent runs share transactions.
+  readonly #starts: GroupCommit<RunPayload, StartedRun | undefined>
+  readonly #finishes: GroupCommit<{ run: RunPayload; result: AttemptResult }, string | null>
   // The degradation level as of the last heartbeat: from 1 on, priorities 8-10 are not taken.
   #degradation = 0
 
   constructor(o: WorkerOptions) {
     this.#o = o
     this.name = o.name ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`
+    const groups = { maxBatch: 50, maxInFlight: 2 }
+    this.#starts = new GroupCommit(
+      o.sql,
+      (tx, r) => runStart(tx, r.run_id, r.attempt, this.name),
+      groups,
+    )
+    this.#finishes = new GroupCommit(
+      o.sql,
+      (tx, f) => runFinish(tx, f.run.run_id, f.run.attempt, this.name, f.result),
+      groups,
+    )
   }
 
   /** Runs executing on this worker now, by run id. */
@@ -222,14 +237,12 @@ export class Worker {
 
   readonly #task: Task = async (payload) => {
     const { run_id, attempt } = payload as RunPayload
-    const { sql, logger } = this.#o
+    const { logger } = this.#o
     const abort = new AbortController()
     // Held before run_start commits, so that every heartbeat after that commit reports the run.
     this.#active.set(run_id, { attempt, abort })
     try {
-      const started = await databaseRetryPolicy.execute(() =>
-        runStart(sql, run_id, attempt, this.name),
-      )
+      const started = await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
       if (!started) {
         logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
         return
@@ -260,7 +273,7 @@ export class Worker {
   }
 
   async #finish(runId: number, attempt: number, result: AttemptResult): Promise<void> {
-    const status = await runFinish(this.#o.sql, runId, attempt, this.name, result)
+    const status = await this.#finishes.run({ run: { run_id: runId, attempt }, result })
     // One line per run is too much at thousands of runs a second: successes log at debug.
     const log = result.outcome === 'succeeded' ? this.#o.logger.debug : this.#o.logger.info
     log.call(

@@ -33,7 +33,7 @@ import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
-import { SubmitBatcher } from '../submit-batcher.ts'
+import { submitBatcher } from '../submit-batcher.ts'
 
 const problems = problemResponses('job', 'Conflicts with the job state')
 const JobPage = pageOf(JobSchema)
@@ -57,7 +57,7 @@ export function registerJobRoutes(
   sql: SqlPool,
   shed: LoadShedding,
 ): void {
-  const batcher = new SubmitBatcher(sql)
+  const batcher = submitBatcher(sql)
   app.openapi(
     createRoute({
       method: 'post',
@@ -86,11 +86,15 @@ export function registerJobRoutes(
       const key = c.req.valid('header')['idempotency-key']
       await shed.admitSubmissions(c, p.sub, 1)
       const { job, created } = await withSpanFrom('pgsched.api.submit', null, {}, () =>
-        batcher.submit(
-          { ...body, run_at: body.run_at ? new Date(body.run_at) : null, idempotency_key: key },
-          p.sub,
-          currentTraceparent(),
-        ),
+        batcher.run({
+          submission: {
+            ...body,
+            run_at: body.run_at ? new Date(body.run_at) : null,
+            idempotency_key: key,
+          },
+          owner: p.sub,
+          traceparent: currentTraceparent(),
+        }),
       )
       return c.json(jsonify(job), created ? 201 : 200)
     },

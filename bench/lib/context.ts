@@ -1,0 +1,37 @@
+/** @module What every workload gets, and what it gives back. */
+import type { BenchPostgres } from './postgres.ts'
+
+/** The run's settings and shared services. */
+export interface Ctx {
+  /** --quick: smaller counts and shorter windows (the whole run under 3 minutes). */
+  quick: boolean
+  pg: BenchPostgres
+  /** Progress on stderr. */
+  log(msg: string): void
+  /** `full` normally, `quick` in --quick mode. */
+  scale<T>(full: T, quick: T): T
+}
+
+/** One measured figure. */
+export interface Figure {
+  /** Which system: 'pgsched', 'graphile-worker', 'pg-boss'. */
+  system: string
+  /** What was measured, e.g. 'REST submit, 64 clients'. */
+  metric: string
+  value: number
+  unit: string
+}
+
+/** What a workload reports. */
+export interface Section {
+  id: string
+  title: string
+  figures: Figure[]
+  /** Sentences worth reading beside the table: method, caveats. */
+  notes: string[]
+  /** CPU-seconds of the whole stack per job, where the workload measured it (for the cost section). */
+  cpuSecondsPerJob?: Record<string, number>
+}
+
+/** A workload: runs on its own databases and returns its section. */
+export type Workload = (ctx: Ctx) => Promise<Section>

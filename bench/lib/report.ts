@@ -1,0 +1,171 @@
+/** @module Writes bench/RESULTS.md (tables, targets, cost) and bench/results.json. */
+import { writeFileSync } from 'node:fs'
+
+import type { Figure, Section } from './context.ts'
+import { METRIC, SYSTEMS } from './metrics.ts'
+
+/** Everything one run measured. */
+export interface Results {
+  quick: boolean
+  seconds: number
+  machine: Record<string, string>
+  versions: Record<string, string>
+  postgres: Record<string, string>
+  sections: Section[]
+}
+
+/** A 2-vCPU cloud machine's price, for the cost section (AWS c7i.large on demand, us-east-1). */
+const PRICE_PER_HOUR = 0.0893
+const PRICE_NOTE = 'AWS c7i.large (2 vCPU) on demand in us-east-1, $0.0893 an hour'
+
+const fmt = (v: number) =>
+  Number.isNaN(v)
+    ? 'n/a'
+    : v >= 100
+      ? Math.round(v).toLocaleString('en-US')
+      : v.toFixed(v >= 10 ? 1 : 2)
+
+function find(sections: Section[], system: string, metric: string): number {
+  for (const s of sections) {
+    const f = s.figures.find((x) => x.system === system && x.metric === metric)
+    if (f) return f.value
+  }
+  return Number.NaN
+}
+
+function targets(s: Section[]): string[][] {
+  const p = (m: string) => find(s, SYSTEMS.pgsched, m)
+  const g = (m: string) => find(s, SYSTEMS.graphile, m)
+  const check = (ok: boolean | undefined) =>
+    ok === undefined ? 'not measured' : ok ? 'met' : 'NOT met'
+  const known = (...v: number[]) => (v.some(Number.isNaN) ? undefined : true)
+  const rows: string[][] = []
+  const rest = p(METRIC.restSubmit64)
+  const restP99 = p(METRIC.restSubmit64P99)
+  rows.push([
+    'REST submit, 64 clients: ≥ 5,000 jobs/s with p99 < 50 ms',
+    `${fmt(rest)} jobs/s, p99 ${fmt(restP99)} ms`,
+    check(known(rest, restP99) && rest >= 5000 && restP99 < 50),
+  ])
+  for (const [label, m] of [
+    ['concurrency 10', METRIC.drainTask10],
+    ['concurrency 25', METRIC.drainTask25],
+  ] as const) {
+    const ratio = p(m) / g(m)
+    rows.push([
+      `end to end ≥ 1.0 × raw Graphile Worker (${label})`,
+      `${fmt(p(m))} vs ${fmt(g(m))} runs/s = ${fmt(ratio)} ×`,
+      check(known(ratio) && ratio >= 1),
+    ])
+  }
+  const p50 = p(METRIC.pickup50P99)
+  const p1000 = p(METRIC.pickup1000P99)
+  rows.push(['pickup p99 ≤ 15 ms at 50 runs/s', `${fmt(p50)} ms`, check(known(p50) && p50 <= 15)])
+  rows.push([
+    'pickup p99 < 50 ms at 1,000 runs/s',
+    `${fmt(p1000)} ms`,
+    check(known(p1000) && p1000 < 50),
+  ])
+  const fan = p(METRIC.fanOutAll)
+  rows.push([
+    '10,000-schedule fan-out enqueued in < 2 s',
+    `${fmt(fan)} ms`,
+    check(known(fan) && fan < 2000),
+  ])
+  const claimRatio = p(METRIC.claimDeepP50) / p(METRIC.claimEmptyP50)
+  rows.push([
+    'claim latency at depth ≤ 2 × empty queue',
+    `${fmt(p(METRIC.claimDeepP50))} vs ${fmt(p(METRIC.claimEmptyP50))} ms = ${fmt(claimRatio)} ×`,
+    check(known(claimRatio) && claimRatio <= 2),
+  ])
+  return rows
+}
+
+function table(header: string[], rows: string[][]): string {
+  return [
+    `| ${header.join(' | ')} |`,
+    `| ${header.map(() => '---').join(' | ')} |`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n')
+}
+
+function sectionTable(s: Section): string {
+  // One row per metric, one column per system, and pgsched ÷ each baseline.
+  const systems = [...new Set(s.figures.map((f) => f.system))]
+  const metrics = [...new Set(s.figures.map((f) => f.metric))]
+  const unit = (m: string) => s.figures.find((f) => f.metric === m)!.unit
+  const value = (sys: string, m: string): Figure | undefined =>
+    s.figures.find((f) => f.system === sys && f.metric === m)
+  const baselines = systems.filter((x) => x !== SYSTEMS.pgsched)
+  const rows = metrics.map((m) => {
+    const mine = value(SYSTEMS.pgsched, m)?.value
+    return [
+      m,
+      unit(m),
+      ...systems.map((sys) => {
+        const v = value(sys, m)
+        return v ? fmt(v.value) : '—'
+      }),
+      ...baselines.map((b) => {
+        const other = value(b, m)?.value
+        return mine !== undefined && other ? `${fmt(mine / other)} ×` : '—'
+      }),
+    ]
+  })
+  return table(['metric', 'unit', ...systems, ...baselines.map((b) => `pgsched ÷ ${b}`)], rows)
+}
+
+function costSection(sections: Section[]): string {
+  const perJob: Record<string, number> = {}
+  for (const s of sections) {
+    for (const [k, v] of Object.entries(s.cpuSecondsPerJob ?? {})) perJob[k] = (perJob[k] ?? 0) + v
+  }
+  const rows = Object.entries(perJob).map(([what, cpu]) => {
+    const perMillion = cpu * 1e6
+    // Two vCPUs for an hour give 7,200 CPU-seconds.
+    const dollars = (perMillion / 7200) * PRICE_PER_HOUR
+    return [what, fmt(perMillion), `$${dollars.toFixed(3)}`]
+  })
+  return [
+    table(
+      ['what', 'CPU-seconds per million jobs (pgsched + Postgres)', 'dollars per million jobs'],
+      rows,
+    ),
+    '',
+    `Price: ${PRICE_NOTE}, fully used. The design's figures: $990 per million executed jobs, $10 per million scheduling operations.`,
+  ].join('\n')
+}
+
+/** Writes RESULTS.md and results.json beside the benchmark. */
+export function writeResults(r: Results): void {
+  writeFileSync('bench/results.json', `${JSON.stringify(r, null, 2)}\n`)
+  const out = [
+    '# pgsched benchmark results',
+    '',
+    `Written by \`npm run bench${r.quick ? ' -- --quick' : ''}\` in ${r.seconds} s${r.quick ? ' (quick mode: smaller counts, shorter windows)' : ''}. Every workload ran on pgsched and on the baselines in this same run, on this machine.`,
+    '',
+    table(['machine', ''], Object.entries(r.machine)),
+    '',
+    table(['software', 'version'], Object.entries(r.versions)),
+    '',
+    table(['PostgreSQL setting', 'value'], Object.entries(r.postgres)),
+    '',
+    '## Targets',
+    '',
+    table(['target', 'measured', ''], targets(r.sections)),
+    '',
+    ...r.sections.flatMap((s) => [
+      `## ${s.title}`,
+      '',
+      sectionTable(s),
+      '',
+      ...s.notes.map((n) => `- ${n}`),
+      '',
+    ]),
+    '## Cost',
+    '',
+    costSection(r.sections),
+    '',
+  ]
+  writeFileSync('bench/RESULTS.md', `${out.join('\n')}\n`)
+}

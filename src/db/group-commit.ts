@@ -1,0 +1,105 @@
+/**
+ * @module Group commit: calls that arrive while earlier ones are being written share one
+ * transaction (one commit, one WAL flush), and each caller is answered only after that
+ * transaction has committed. At low load a call is written alone, at once. When a shared
+ * transaction fails, its calls are tried again in smaller groups, so every caller gets its own
+ * answer.
+ */
+import type { Sql, SqlPool } from './client.ts'
+
+/** Options of a GroupCommit. */
+export interface GroupCommitOptions<I> {
+  /** Most calls in one transaction. @default 100 */
+  maxBatch?: number
+  /** Transactions in flight at once; more calls wait and form the next groups. @default 4 */
+  maxInFlight?: number
+  /**
+   * Calls with the same key never share a transaction (e.g. one idempotency key, whose second
+   * call must see the first committed).
+   */
+  keyOf?: (item: I) => string | undefined
+}
+
+interface Pending<I, O> {
+  item: I
+  resolve(o: O): void
+  reject(e: unknown): void
+}
+
+/** Writes items with `write`, grouping concurrent ones into shared transactions. */
+export class GroupCommit<I, O> {
+  readonly #sql: SqlPool
+  readonly #write: (tx: Sql, item: I) => Promise<O>
+  readonly #maxBatch: number
+  readonly #maxInFlight: number
+  readonly #keyOf: (item: I) => string | undefined
+  #queue: Pending<I, O>[] = []
+  #inFlight = 0
+
+  constructor(
+    sql: SqlPool,
+    write: (tx: Sql, item: I) => Promise<O>,
+    o: GroupCommitOptions<I> = {},
+  ) {
+    this.#sql = sql
+    this.#write = write
+    this.#maxBatch = o.maxBatch ?? 100
+    this.#maxInFlight = o.maxInFlight ?? 4
+    this.#keyOf = o.keyOf ?? (() => undefined)
+  }
+
+  /** Writes `item`; resolves once the transaction that wrote it has committed. */
+  run(item: I): Promise<O> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ item, resolve, reject })
+      this.#pump()
+    })
+  }
+
+  #pump(): void {
+    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
+      const group = this.#take()
+      this.#inFlight++
+      void this.#commit(group).finally(() => {
+        this.#inFlight--
+        this.#pump()
+      })
+    }
+  }
+
+  #take(): Pending<I, O>[] {
+    const group: Pending<I, O>[] = []
+    const rest: Pending<I, O>[] = []
+    const keys = new Set<string>()
+    for (const p of this.#queue) {
+      const k = this.#keyOf(p.item)
+      if (group.length >= this.#maxBatch || (k !== undefined && keys.has(k))) {
+        rest.push(p)
+        continue
+      }
+      if (k !== undefined) keys.add(k)
+      group.push(p)
+    }
+    this.#queue = rest
+    return group
+  }
+
+  // A group whose transaction fails is split in halves, each tried again: a bad call ends up
+  // alone with its own error in log2(n) rounds, while the others still commit together.
+  async #commit(group: Pending<I, O>[]): Promise<void> {
+    try {
+      // postgres.js types begin()'s result by unwrapping promises; the callback returns O[].
+      const all = (await this.#sql.begin((tx) =>
+        Promise.all(group.map((p) => this.#write(tx, p.item))),
+      )) as O[]
+      for (const [i, p] of group.entries()) p.resolve(all[i] as O)
+    } catch (e) {
+      if (group.length === 1) {
+        group[0]!.reject(e)
+        return
+      }
+      const half = Math.ceil(group.length / 2)
+      await Promise.all([this.#commit(group.slice(0, half)), this.#commit(group.slice(half))])
+    }
+  }
+}
