@@ -2,7 +2,9 @@
  * pgsched's benchmark: `npm run bench` (full, under 15 minutes on 2 cores) or
  * `npm run bench -- --quick` (under 3). Starts its own embedded PostgreSQL with default settings,
  * runs every workload on pgsched and on the baselines (raw Graphile Worker, pg-boss) in the same
- * run, and writes bench/RESULTS.md and bench/results.json.
+ * run, and writes bench/RESULTS.md (with bench/findings.md, the hand-written analysis, appended)
+ * and bench/results.json. `--only=submit,e2e,…` picks workloads; `--render` rewrites RESULTS.md
+ * from results.json.
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -26,6 +28,11 @@ const WORKLOADS: [string, Workload][] = [
 ]
 
 async function main(): Promise<void> {
+  // --render: write RESULTS.md again from results.json (after editing findings.md), measuring nothing.
+  if (process.argv.includes('--render')) {
+    writeResults(JSON.parse(readFileSync('bench/results.json', 'utf8')))
+    return
+  }
   const quick = process.argv.includes('--quick')
   const only = process.argv
     .find((a) => a.startsWith('--only='))

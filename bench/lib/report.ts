@@ -1,5 +1,5 @@
 /** @module Writes bench/RESULTS.md (tables, targets, cost) and bench/results.json. */
-import { writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 
 import type { Figure, Section } from './context.ts'
 import { METRIC, SYSTEMS } from './metrics.ts'
@@ -166,6 +166,10 @@ export function writeResults(r: Results): void {
     '',
     costSection(r.sections),
     '',
+    // The hand-written analysis: where the time goes and what was changed.
+    ...(existsSync('bench/findings.md')
+      ? [readFileSync('bench/findings.md', 'utf8').trim(), '']
+      : []),
   ]
   writeFileSync('bench/RESULTS.md', `${out.join('\n')}\n`)
 }
