@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
 import { setup, type TestBundle, waitFor } from './helpers.ts'
@@ -15,21 +15,14 @@ let t: TestBundle
 let root: string
 let alice: string
 let app: postgres.Sql
-const role = `degr_${process.pid}_${Date.now().toString(36)}`
 
 beforeAll(async () => {
   t = await setup()
   ;[root, alice] = await Promise.all([t.token('root', 'admin'), t.token('alice', 'submitter')])
   // An application role that may only submit (see sql-privileges.test.ts).
-  await t.sql`CREATE ROLE ${t.sql(role)} LOGIN PASSWORD 'app-password' IN ROLE pgsched_submitter`
-  const url = Object.assign(new URL(t.url), { username: role, password: 'app-password' })
-  app = postgres(url.toString(), { max: 1, onnotice: () => {} })
+  app = (await t.submitterSession()).sql
 })
-afterAll(async () => {
-  await app.end()
-  await t.sql`DROP ROLE IF EXISTS ${t.sql(role)}`
-  await t.close()
-})
+afterAll(() => t.close())
 // Whatever a test did, the next one starts at level 0.
 afterEach(() => put({ mode: 'manual', level: 0 }))
 

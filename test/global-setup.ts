@@ -2,15 +2,11 @@
  * Starts PostgreSQL for the suite (TEST_DATABASE_URL, or an embedded server in a temporary
  * folder) and migrates a template database once; each test file clones it.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-
 import type { TestProject } from 'vitest/node'
 
 import { createSql } from '../src/db/client.ts'
 import { migrateAll } from '../src/runtime/bootstrap.ts'
-import { startEmbeddedPostgres } from '../src/runtime/embedded-postgres.ts'
-import { freePort } from './processes.ts'
+import { startTemporaryPostgres } from './processes.ts'
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -32,19 +28,9 @@ export default async function setup(project: TestProject) {
   let url = process.env.TEST_DATABASE_URL
   let stop = async () => {}
   if (!url) {
-    // Under the system temp folder, which the postgres user can reach when tests run as root.
-    const dir = mkdtempSync(`${tmpdir()}/pgsched-test-`)
-    chmodSync(dir, 0o711)
-    const server = await startEmbeddedPostgres({
-      dataDir: dir,
-      port: await freePort(),
-      ephemeral: true,
-    })
+    const server = await startTemporaryPostgres('pgsched-test')
     url = server.url
-    stop = async () => {
-      await server.stop()
-      rmSync(dir, { recursive: true, force: true })
-    }
+    stop = server.stop
   }
   const template = `pgsched_template_${process.pid}`
   const admin = createSql(url, { max: 1 })

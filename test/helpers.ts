@@ -1,4 +1,5 @@
 /** A per-file test bundle: a fresh database cloned from the template, the API, tokens, roles. */
+import postgres from 'postgres'
 import { inject } from 'vitest'
 
 import { createApp } from '../src/api/app.ts'
@@ -30,11 +31,17 @@ export interface TestBundle {
   ): Promise<{ status: number; body: any; headers: Headers }>
   startWorker(o?: Partial<WorkerOptions>): Promise<Worker>
   startScheduler(o?: Partial<SchedulerOptions>): Scheduler
+  /**
+   * A connection as a new login role holding only pgsched_submitter, as an application's role
+   * would; the role is dropped by close().
+   */
+  submitterSession(): Promise<{ sql: postgres.Sql; role: string }>
   close(): Promise<void>
 }
 
 let counter = 0
 let schedulers = 0
+let roles = 0
 
 /** Options of setup(). */
 export interface SetupOptions {
@@ -107,6 +114,21 @@ export async function setup(options: SetupOptions = {}): Promise<TestBundle> {
       scheduler.start()
       stops.push(() => scheduler.stop())
       return scheduler
+    },
+    async submitterSession() {
+      const role = `app_${process.pid}_${Date.now().toString(36)}_${roles++}`
+      await sql`CREATE ROLE ${sql(role)} LOGIN PASSWORD 'app-password' IN ROLE pgsched_submitter`
+      const u = new URL(url)
+      u.username = role
+      u.password = 'app-password'
+      const session = postgres(u.toString(), { max: 1, onnotice: () => {} })
+      // Roles live in the whole cluster, not in the test's database: drop it before closing.
+      stops.push(async () => {
+        await session.end()
+        await sql`DROP OWNED BY ${sql(role)}`
+        await sql`DROP ROLE ${sql(role)}`
+      })
+      return { sql: session, role }
     },
     async close() {
       for (const stop of stops.reverse()) await stop()

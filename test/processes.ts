@@ -1,7 +1,10 @@
 /** Helpers for tests that run pgsched (or Postgres) as real processes. */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+
+import { startEmbeddedPostgres } from '../src/runtime/embedded-postgres.ts'
 
 /** `T` without its falsy members. */
 type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>
@@ -124,4 +127,26 @@ export function groupRunning(pgid: number): boolean {
     if (Number(pgrp) === pgid && state !== 'Z') return true
   }
   return false
+}
+
+/** An embedded PostgreSQL in a new temporary folder (`dir`), deleted when it stops. */
+export async function startTemporaryPostgres(
+  prefix: string,
+): Promise<{ url: string; dir: string; stop(): Promise<void> }> {
+  // Under the system temp folder, which the postgres user can reach when run as root.
+  const dir = mkdtempSync(`${tmpdir()}/${prefix}-`)
+  chmodSync(dir, 0o711)
+  const server = await startEmbeddedPostgres({
+    dataDir: dir,
+    port: await freePort(),
+    ephemeral: true,
+  })
+  return {
+    url: server.url,
+    dir,
+    async stop() {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
 }

@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { setup, type TestBundle } from './helpers.ts'
@@ -13,21 +13,13 @@ import { setup, type TestBundle } from './helpers.ts'
 const LIMIT = 5
 let t: TestBundle
 let app: postgres.Sql
-const role = `rl_${process.pid}_${Date.now().toString(36)}`
+let role: string
 
 beforeAll(async () => {
   t = await setup({ rateLimitPerMinute: LIMIT })
-  await t.sql`CREATE ROLE ${t.sql(role)} LOGIN PASSWORD 'app-password' IN ROLE pgsched_submitter`
-  const url = new URL(t.url)
-  url.username = role
-  url.password = 'app-password'
-  app = postgres(url.toString(), { max: 1, onnotice: () => {} })
+  ;({ sql: app, role } = await t.submitterSession())
 })
-afterAll(async () => {
-  await app.end()
-  await t.sql`DROP ROLE IF EXISTS ${t.sql(role)}`
-  await t.close()
-})
+afterAll(() => t.close())
 
 const jobCount = async () => (await t.sql`SELECT count(*)::int AS n FROM pgsched.jobs`)[0]!.n
 const job = (name: string) => ({ name, command: 'true', run_at: inAnHour() })

@@ -1,29 +1,19 @@
 /** Least privilege for the SQL API: an application role with pgsched_submitter only. */
-import postgres from 'postgres'
+import type postgres from 'postgres'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 
 import { setup, type TestBundle } from './helpers.ts'
 
 let t: TestBundle
 let app: postgres.Sql
-const role = `app_${process.pid}_${Date.now().toString(36)}`
+let role: string
 
 beforeAll(async () => {
   t = await setup()
-  await t.sql`CREATE ROLE ${t.sql(role)} LOGIN PASSWORD 'app-password' IN ROLE pgsched_submitter`
-  const url = new URL(t.url)
-  url.username = role
-  url.password = 'app-password'
-  app = postgres(url.toString(), { max: 1, onnotice: () => {} })
+  ;({ sql: app, role } = await t.submitterSession())
 })
 
-afterAll(async () => {
-  await app.end()
-  // Roles live in the whole cluster, not in the test's database: drop it before closing.
-  await t.sql`DROP OWNED BY ${t.sql(role)}`
-  await t.sql`DROP ROLE ${t.sql(role)}`
-  await t.close()
-})
+afterAll(() => t.close())
 
 const code = (p: Promise<unknown>) =>
   p.then(

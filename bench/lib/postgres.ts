@@ -2,14 +2,12 @@
  * @module The benchmark's own PostgreSQL: embedded, in a fresh folder, with default settings
  * (durability included), and a fresh database per workload and system.
  */
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 
 import { createSql } from '../../src/db/client.ts'
 import { migrateAll } from '../../src/runtime/bootstrap.ts'
-import { startEmbeddedPostgres } from '../../src/runtime/embedded-postgres.ts'
 import { withDatabase } from '../../test/global-setup.ts'
-import { freePort } from '../../test/processes.ts'
+import { startTemporaryPostgres } from '../../test/processes.ts'
 
 /** The server and how to get databases on it. */
 export interface BenchPostgres {
@@ -28,13 +26,7 @@ export interface BenchPostgres {
 
 /** Starts the server. */
 export async function startBenchPostgres(): Promise<BenchPostgres> {
-  const dir = mkdtempSync(`${tmpdir()}/pgsched-bench-`)
-  chmodSync(dir, 0o711)
-  const server = await startEmbeddedPostgres({
-    dataDir: dir,
-    port: await freePort(),
-    ephemeral: true,
-  })
+  const server = await startTemporaryPostgres('pgsched-bench')
   const admin = createSql(server.url, { max: 1 })
   const createDatabase = async (name: string) => {
     await admin`DROP DATABASE IF EXISTS ${admin(name)} WITH (FORCE)`
@@ -63,12 +55,11 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
     },
     async pids() {
       // The postmaster; its backends are its children, which processTree() adds.
-      return [Number(readFileSync(`${dir}/pg/postmaster.pid`, 'utf8').split('\n')[0])]
+      return [Number(readFileSync(`${server.dir}/pg/postmaster.pid`, 'utf8').split('\n')[0])]
     },
     async stop() {
       await admin.end()
       await server.stop()
-      rmSync(dir, { recursive: true, force: true })
     },
   }
 }
