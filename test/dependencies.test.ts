@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { silentLogger } from '../src/core/types.ts'
 import { runFinish, runStart } from '../src/db/queries/runs.ts'
-import { Resolver } from '../src/scheduler/resolver.ts'
+import { createResolver } from '../src/scheduler/resolver.ts'
 import { setup, type TestBundle, waitFor } from './helpers.ts'
 
 let t: TestBundle
@@ -168,7 +168,12 @@ describe('dependencies', () => {
     await t.sql`ALTER FUNCTION pgsched.resolve_waiting(integer) RENAME TO resolve_waiting_saved`
     await t.sql`CREATE FUNCTION pgsched.resolve_waiting(p_limit integer) RETURNS integer
                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`
-    const resolver = new Resolver({ sql: t.sql, logger: silentLogger, intervalMs: 50, failures: 3 })
+    const resolver = createResolver({
+      sql: t.sql,
+      logger: silentLogger,
+      intervalMs: 50,
+      failures: 3,
+    })
     try {
       await resolver.start()
       await waitFor(async () => (await runOf(b.job_id)).status === 'queued', 5000, 'the fallback')

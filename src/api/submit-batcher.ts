@@ -22,12 +22,19 @@ export interface SubmitCall {
   traceparent: string | null
 }
 
-/** Writes a submission (and plans a schedule's first tick, so the answer shows next_run). */
+/**
+ * Plans the first tick of a just-created scheduled job in the submitting transaction, so the
+ * answer shows next_run; other submissions are returned as they are.
+ */
+export async function withFirstTick<T extends Submitted>(tx: Sql, s: T): Promise<T> {
+  if (!s.created || s.job.schedule === null) return s
+  await planIfUnplanned(tx, s.job.job_id)
+  return { ...s, job: (await jobGet(tx, s.job.job_id))! }
+}
+
+/** Writes a submission, its first tick planned. */
 export async function submitOne(tx: Sql, c: SubmitCall): Promise<Submitted> {
-  const res = await jobSubmit(tx, c.submission, c.owner, c.traceparent)
-  if (!res.created || res.job.schedule === null) return res
-  await planIfUnplanned(tx, res.job.job_id)
-  return { job: (await jobGet(tx, res.job.job_id))!, created: true }
+  return withFirstTick(tx, await jobSubmit(tx, c.submission, c.owner, c.traceparent))
 }
 
 /** One per app. A repeated idempotency key waits for a later transaction, so its answer can tell

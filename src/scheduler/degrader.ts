@@ -8,7 +8,7 @@ import type { SqlPool } from '../db/client.ts'
 import { degradationEvaluate } from '../db/queries/degradation.ts'
 import { Periodic } from './periodic.ts'
 
-/** Options of a Degrader. */
+/** Options of the degrader. */
 export interface DegraderOptions {
   sql: SqlPool
   logger: Logger
@@ -17,33 +17,19 @@ export interface DegraderOptions {
 }
 
 /** Evaluates degradation every interval while this process leads. */
-export class Degrader {
-  readonly #loop: Periodic
-
-  constructor(o: DegraderOptions) {
-    let level: number | undefined
-    const pass = async () => {
-      const d = await degradationEvaluate(o.sql)
-      if (level !== undefined && d.level !== level) {
-        o.logger.warn(
-          { from: level, to: d.level, mode: d.mode, cause: d.cause },
-          'scheduler: degradation level changed',
-        )
-      }
-      level = d.level
+export function createDegrader(o: DegraderOptions): Periodic {
+  let level: number | undefined
+  const pass = async () => {
+    const d = await degradationEvaluate(o.sql)
+    if (level !== undefined && d.level !== level) {
+      o.logger.warn(
+        { from: level, to: d.level, mode: d.mode, cause: d.cause },
+        'scheduler: degradation level changed',
+      )
     }
-    this.#loop = new Periodic(o.intervalMs ?? 10_000, pass, (e) =>
-      o.logger.warn({ err: e }, 'scheduler: degradation check failed'),
-    )
+    level = d.level
   }
-
-  /** Starts; idempotent. */
-  start(): Promise<void> {
-    return this.#loop.start()
-  }
-
-  /** Stops; idempotent. */
-  stop(): Promise<void> {
-    return this.#loop.stop()
-  }
+  return new Periodic(o.intervalMs ?? 10_000, pass, (e) =>
+    o.logger.warn({ err: e }, 'scheduler: degradation check failed'),
+  )
 }

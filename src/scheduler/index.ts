@@ -7,10 +7,10 @@
 import { HEARTBEAT_TIMEOUT_SECONDS_DEFAULT } from '../core/config.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
-import { Degrader } from './degrader.ts'
+import { createDegrader } from './degrader.ts'
 import { Elector } from './elector.ts'
 import { Rescuer } from './rescuer.ts'
-import { Resolver } from './resolver.ts'
+import { createResolver } from './resolver.ts'
 import { Ticker } from './ticker.ts'
 
 /** Options of the scheduler role. */
@@ -50,8 +50,8 @@ export class Scheduler {
         logger: o.logger,
         heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_SECONDS_DEFAULT * 1000,
       }),
-      new Resolver({ sql: o.sql, logger: o.logger, intervalMs: o.resolveIntervalMs }),
-      new Degrader({ sql: o.sql, logger: o.logger, intervalMs: o.degradeIntervalMs }),
+      createResolver({ sql: o.sql, logger: o.logger, intervalMs: o.resolveIntervalMs }),
+      createDegrader({ sql: o.sql, logger: o.logger, intervalMs: o.degradeIntervalMs }),
     ]
     this.#elector = new Elector({
       url: o.url,

@@ -14,7 +14,7 @@ import { Periodic } from './periodic.ts'
 /** Waiting runs looked at per pass. */
 const BATCH = 500
 
-/** Options of a Resolver. */
+/** Options of the resolver. */
 export interface ResolverOptions {
   sql: SqlPool
   logger: Logger
@@ -27,43 +27,29 @@ export interface ResolverOptions {
 }
 
 /** Resolves waiting runs every interval while this process leads. */
-export class Resolver {
-  readonly #loop: Periodic
-
-  constructor(o: ResolverOptions) {
-    const breaker = circuitBreaker(handleAll, {
-      halfOpenAfter: o.halfOpenAfterMs ?? 30_000,
-      breaker: new ConsecutiveBreaker(o.failures ?? 3),
-    })
-    breaker.onBreak(() =>
-      o.logger.error('scheduler: dependency checks keep failing; promoting without them'),
-    )
-    breaker.onReset(() => o.logger.info('scheduler: dependency checks work again'))
-    const pass = async () => {
-      try {
-        const n = await breaker.execute(() => resolveWaiting(o.sql, BATCH))
-        if (n > 0) o.logger.debug({ settled: n }, 'scheduler: waiting runs settled')
-      } catch (e) {
-        if (!(e instanceof BrokenCircuitError)) throw e
-        const n = await promoteWaiting(o.sql, BATCH, true)
-        o.logger.warn(
-          { promoted: n },
-          'scheduler: dependency resolver fallback: waiting runs promoted without checks',
-        )
-      }
+export function createResolver(o: ResolverOptions): Periodic {
+  const breaker = circuitBreaker(handleAll, {
+    halfOpenAfter: o.halfOpenAfterMs ?? 30_000,
+    breaker: new ConsecutiveBreaker(o.failures ?? 3),
+  })
+  breaker.onBreak(() =>
+    o.logger.error('scheduler: dependency checks keep failing; promoting without them'),
+  )
+  breaker.onReset(() => o.logger.info('scheduler: dependency checks work again'))
+  const pass = async () => {
+    try {
+      const n = await breaker.execute(() => resolveWaiting(o.sql, BATCH))
+      if (n > 0) o.logger.debug({ settled: n }, 'scheduler: waiting runs settled')
+    } catch (e) {
+      if (!(e instanceof BrokenCircuitError)) throw e
+      const n = await promoteWaiting(o.sql, BATCH, true)
+      o.logger.warn(
+        { promoted: n },
+        'scheduler: dependency resolver fallback: waiting runs promoted without checks',
+      )
     }
-    this.#loop = new Periodic(o.intervalMs ?? 5000, pass, (e) =>
-      o.logger.warn({ err: e }, 'scheduler: dependency sweep failed'),
-    )
   }
-
-  /** Starts; idempotent. */
-  start(): Promise<void> {
-    return this.#loop.start()
-  }
-
-  /** Stops; idempotent. */
-  stop(): Promise<void> {
-    return this.#loop.stop()
-  }
+  return new Periodic(o.intervalMs ?? 5000, pass, (e) =>
+    o.logger.warn({ err: e }, 'scheduler: dependency sweep failed'),
+  )
 }

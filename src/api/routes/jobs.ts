@@ -33,7 +33,7 @@ import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
-import { submitBatcher } from '../submit-batcher.ts'
+import { submitBatcher, withFirstTick } from '../submit-batcher.ts'
 
 const problems = problemResponses('job', 'Conflicts with the job state')
 const JobPage = pageOf(JobSchema)
@@ -125,14 +125,7 @@ export function registerJobRoutes(
         sql.begin(async (tx) => {
           const submitted = await jobSubmitBatch(tx, jobs, p.sub, currentTraceparent())
           const out = []
-          for (const r of submitted) {
-            if (!r.created || r.job.schedule === null) {
-              out.push(r)
-              continue
-            }
-            await planIfUnplanned(tx, r.job.job_id)
-            out.push({ ...r, job: (await jobGet(tx, r.job.job_id))! })
-          }
+          for (const r of submitted) out.push(await withFirstTick(tx, r))
           return out
         }),
       )
