@@ -251,6 +251,18 @@ describe('batch submission', () => {
     expect(await jobCount()).toBe(before)
   })
 
+  it('plans the first tick of a scheduled job in the batch, so the answer shows next_run', async () => {
+    const res = await batch([
+      { name: 'every-minute', command: 'true', schedule: '* * * * *' },
+      { name: 'once', command: 'true', run_at: later() },
+    ])
+    expect(res.status).toBe(201)
+    const [cron, once] = res.body.jobs as { next_run: string | null }[]
+    expect(Date.parse(cron!.next_run!)).toBeGreaterThan(Date.now())
+    expect(Date.parse(cron!.next_run!)).toBeLessThanOrEqual(Date.now() + 61_000)
+    expect(Date.parse(once!.next_run!)).toBeGreaterThan(Date.now() + 3_500_000)
+  })
+
   it('accepts 1,000 jobs in one batch', async () => {
     const before = await jobCount()
     // A user of its own: the batch takes 1,000 tokens, the whole default minute.
