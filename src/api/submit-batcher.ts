@@ -4,7 +4,7 @@
  */
 import type { Job } from '../core/types.ts'
 import type { Sql, SqlPool } from '../db/client.ts'
-import { GroupCommit } from '../db/group-commit.ts'
+import { eachInTransaction, GroupCommit } from '../db/group-commit.ts'
 import { type JobSubmission, jobGet, jobSubmit } from '../db/queries/jobs.ts'
 import { planIfUnplanned } from '../scheduler/ticker.ts'
 
@@ -40,7 +40,7 @@ export async function submitOne(tx: Sql, c: SubmitCall): Promise<Submitted> {
 /** One per app. A repeated idempotency key waits for a later transaction, so its answer can tell
  * "created" from "returned the earlier job". */
 export function submitBatcher(sql: SqlPool): GroupCommit<SubmitCall, Submitted> {
-  return new GroupCommit(sql, submitOne, {
+  return new GroupCommit(sql, eachInTransaction(submitOne), {
     keyOf: (c) =>
       c.submission.idempotency_key ? `${c.owner}\u0000${c.submission.idempotency_key}` : undefined,
   })

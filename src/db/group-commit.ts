@@ -3,7 +3,8 @@
  * transaction (one commit, one WAL flush), and each caller is answered only after that
  * transaction has committed. At low load a call is written alone, at once. When a shared
  * transaction fails, its calls are tried again in smaller groups, so every caller gets its own
- * answer.
+ * answer. A group is written by one `WriteGroup`: a single set-based statement where one exists
+ * (its own transaction, one round trip), or `eachInTransaction` of a per-call write.
  */
 import type { Sql, SqlPool } from './client.ts'
 
@@ -20,6 +21,22 @@ export interface GroupCommitOptions<I> {
   keyOf?: (item: I) => string | undefined
 }
 
+/** Writes a whole group atomically; returns one answer per item, in order. */
+export type WriteGroup<I, O> = (sql: SqlPool, items: I[]) => Promise<O[]>
+
+/** A WriteGroup that writes each item with `write` in one shared transaction. */
+export function eachInTransaction<I, O>(write: (tx: Sql, item: I) => Promise<O>): WriteGroup<I, O> {
+  // postgres.js types begin()'s result by unwrapping promises; the callback returns O[].
+  return async (sql, items) =>
+    (await sql.begin((tx) => Promise.all(items.map((item) => write(tx, item))))) as O[]
+}
+
+// The next turn of the event loop, after I/O callbacks already due. Deno has no global
+// setImmediate; there, setTimeout(0) does the same at the cost of a millisecond.
+const nextTurn: (f: () => void) => void =
+  (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ??
+  ((f) => setTimeout(f, 0))
+
 interface Pending<I, O> {
   item: I
   resolve(o: O): void
@@ -29,18 +46,15 @@ interface Pending<I, O> {
 /** Writes items with `write`, grouping concurrent ones into shared transactions. */
 export class GroupCommit<I, O> {
   readonly #sql: SqlPool
-  readonly #write: (tx: Sql, item: I) => Promise<O>
+  readonly #write: WriteGroup<I, O>
   readonly #maxBatch: number
   readonly #maxInFlight: number
   readonly #keyOf: (item: I) => string | undefined
   #queue: Pending<I, O>[] = []
   #inFlight = 0
+  #pumpScheduled = false
 
-  constructor(
-    sql: SqlPool,
-    write: (tx: Sql, item: I) => Promise<O>,
-    o: GroupCommitOptions<I> = {},
-  ) {
+  constructor(sql: SqlPool, write: WriteGroup<I, O>, o: GroupCommitOptions<I> = {}) {
     this.#sql = sql
     this.#write = write
     this.#maxBatch = o.maxBatch ?? 100
@@ -52,7 +66,14 @@ export class GroupCommit<I, O> {
   run(item: I): Promise<O> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ item, resolve, reject })
-      this.#pump()
+      // Calls made in the same turn of the event loop (a batch of claimed runs starting, a burst
+      // of requests parsed) form one group rather than a group of the first and one of the rest.
+      if (this.#pumpScheduled) return
+      this.#pumpScheduled = true
+      nextTurn(() => {
+        this.#pumpScheduled = false
+        this.#pump()
+      })
     })
   }
 
@@ -88,10 +109,10 @@ export class GroupCommit<I, O> {
   // alone with its own error in log2(n) rounds, while the others still commit together.
   async #commit(group: Pending<I, O>[]): Promise<void> {
     try {
-      // postgres.js types begin()'s result by unwrapping promises; the callback returns O[].
-      const all = (await this.#sql.begin((tx) =>
-        Promise.all(group.map((p) => this.#write(tx, p.item))),
-      )) as O[]
+      const all = await this.#write(
+        this.#sql,
+        group.map((p) => p.item),
+      )
       for (const [i, p] of group.entries()) p.resolve(all[i] as O)
     } catch (e) {
       if (group.length === 1) {

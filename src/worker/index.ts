@@ -24,7 +24,13 @@ import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { GroupCommit } from '../db/group-commit.ts'
 import { degradationGet } from '../db/queries/degradation.ts'
-import { type AttemptResult, runFinish, runStart, type StartedRun } from '../db/queries/runs.ts'
+import {
+  type AttemptRef,
+  type AttemptResult,
+  runFinishMany,
+  runStartMany,
+  type StartedRun,
+} from '../db/queries/runs.ts'
 import { workerHeartbeat } from '../db/queries/workers.ts'
 import { withSpanFrom } from '../telemetry/tracing.ts'
 import { executeAttempt, type StopReason } from './execute.ts'
@@ -62,10 +68,7 @@ const databaseRetryPolicy = retry(handleAll, {
 const LOW_PRIORITY_FLAG = 'low'
 
 /** The payload of a `pgsched_run` executor job. */
-interface RunPayload {
-  run_id: number
-  attempt: number
-}
+type RunPayload = AttemptRef
 
 /** A run this worker executes now. */
 interface ActiveRun {
@@ -95,14 +98,10 @@ export class Worker {
     this.#o = o
     this.name = o.name ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`
     const groups = { maxBatch: 50, maxInFlight: 2 }
-    this.#starts = new GroupCommit(
-      o.sql,
-      (tx, r) => runStart(tx, r.run_id, r.attempt, this.name),
-      groups,
-    )
+    this.#starts = new GroupCommit(o.sql, (sql, runs) => runStartMany(sql, runs, this.name), groups)
     this.#finishes = new GroupCommit(
       o.sql,
-      (tx, f) => runFinish(tx, f.run.run_id, f.run.attempt, this.name, f.result),
+      (sql, results) => runFinishMany(sql, results, this.name),
       groups,
     )
   }

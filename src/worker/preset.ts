@@ -25,6 +25,12 @@ export function makeWorkerPreset(s: ExecutorSettings): GraphileConfig.Preset {
       maxPoolSize: s.concurrency + 2,
       pollInterval: s.pollIntervalMs ?? 2000,
       gracefulShutdownAbortTimeout: s.shutdownTimeoutMs ?? 5000,
+      // Claim runs in batches and complete them in batches: one statement for a batch instead
+      // of one per run (patches/graphile-worker+*.patch makes the batch claim honour the
+      // degradation's forbidden flags). A worker holds at most `concurrency` runs it has not
+      // started yet; a run of higher priority submitted meanwhile waits for those.
+      localQueue: { size: Number(process.env.XLQ ?? s.concurrency) },
+      completeJobBatchDelay: Number(process.env.XCB ?? 0),
     },
   }
 }

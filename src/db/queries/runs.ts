@@ -74,17 +74,37 @@ export interface StartedRun {
   traceparent: string | null
 }
 
-/** Marks an attempt running on `worker` (pgsched.run_start); undefined when it is not current. */
+/** An attempt a worker asks to start or to record. */
+export interface AttemptRef {
+  run_id: number
+  attempt: number
+}
+
+/**
+ * Marks attempts running on `worker` (pgsched.run_start_many), in one statement; one answer per
+ * attempt, in order: undefined where it is not current.
+ */
+export async function runStartMany(
+  sql: Sql,
+  attempts: AttemptRef[],
+  worker: string,
+): Promise<(StartedRun | undefined)[]> {
+  const rows = await sql<StartedRun[]>`
+    SELECT * FROM pgsched.run_start_many(
+      ${attempts.map((a) => a.run_id)}::bigint[], ${attempts.map((a) => a.attempt)}::integer[],
+      ${worker})`
+  const byRun = new Map(rows.map((r) => [r.run_id, r]))
+  return attempts.map((a) => byRun.get(a.run_id))
+}
+
+/** Marks one attempt running on `worker`: a group of one. */
 export async function runStart(
   sql: Sql,
   runId: number,
   attempt: number,
   worker: string,
 ): Promise<StartedRun | undefined> {
-  const [run] = await sql<
-    StartedRun[]
-  >`SELECT * FROM pgsched.run_start(${runId}, ${attempt}, ${worker})`
-  return run
+  return (await runStartMany(sql, [{ run_id: runId, attempt }], worker))[0]
 }
 
 /** The result of an attempt, as a worker reports it. */
@@ -96,18 +116,33 @@ export interface AttemptResult {
 }
 
 /**
- * Records an attempt's result (pgsched.run_finish): finish, retry after backoff, or dead-letter.
- * Returns the run's new status, or null when the attempt was no longer current.
+ * Records attempts' results (pgsched.run_finish_many), in one statement: finish, retry after
+ * backoff, or dead-letter. One answer per attempt, in order: the run's new status, or null when
+ * the attempt was no longer current.
  */
+export async function runFinishMany(
+  sql: Sql,
+  results: { run: AttemptRef; result: AttemptResult }[],
+  worker: string,
+): Promise<(string | null)[]> {
+  // Unnested: postgres.js reads a NULL element of a text[] as the string 'NULL'.
+  const rows = await sql<{ status: string | null }[]>`
+    SELECT u.status FROM unnest(pgsched.run_finish_many(
+      ${results.map((r) => r.run.run_id)}::bigint[], ${results.map((r) => r.run.attempt)}::integer[],
+      ${worker}, ${results.map((r) => r.result.outcome)}::text[],
+      ${results.map((r) => r.result.exitCode)}::integer[], ${results.map((r) => r.result.output)}::text[],
+      ${results.map((r) => r.result.error)}::text[])) WITH ORDINALITY AS u (status, i)
+    ORDER BY u.i`
+  return rows.map((r) => r.status)
+}
+
+/** Records one attempt's result: a group of one. */
 export async function runFinish(
   sql: Sql,
   runId: number,
   attempt: number,
   worker: string,
-  r: AttemptResult,
+  result: AttemptResult,
 ): Promise<string | null> {
-  const [row] = await sql<{ status: string | null }[]>`
-    SELECT pgsched.run_finish(${runId}, ${attempt}, ${worker}, ${r.outcome},
-      ${r.exitCode}::integer, ${r.output}, ${r.error}) AS status`
-  return row!.status
+  return (await runFinishMany(sql, [{ run: { run_id: runId, attempt }, result }], worker))[0]!
 }
