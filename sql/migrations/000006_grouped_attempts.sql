@@ -155,29 +155,16 @@ DROP TRIGGER runs_settled_insert ON pgsched.runs;
 DROP FUNCTION pgsched._on_run_settled();
 
 -- When runs settle, their jobs' dependents that wait are resolved in the same transaction: no
--- polling lag. A skip cascades through this same trigger.
-CREATE FUNCTION pgsched._on_runs_settled() RETURNS trigger
+-- polling lag. A skip cascades through these same triggers.
+CREATE FUNCTION pgsched._resolve_dependents(p_job_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-  settled_jobs bigint[];
   w record;
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    SELECT array_agg(DISTINCT n.job_id) INTO settled_jobs FROM new_runs n
-    WHERE n.status = 'skipped';
-  ELSE
-    SELECT array_agg(DISTINCT n.job_id) INTO settled_jobs
-    FROM new_runs n JOIN old_runs o ON o.id = n.id
-    WHERE n.status IN ('succeeded', 'dead', 'cancelled', 'skipped')
-      AND o.status IS DISTINCT FROM n.status;
-  END IF;
-  IF settled_jobs IS NULL THEN
-    RETURN NULL;
-  END IF;
   FOR w IN
     SELECT r.id FROM pgsched.job_dependencies d
     JOIN pgsched.runs r ON r.job_id = d.job_id AND r.status = 'waiting'
-    WHERE d.depends_on = ANY (settled_jobs) ORDER BY r.id
+    WHERE d.depends_on = ANY (p_job_ids) ORDER BY r.id
   LOOP
     IF pgsched._degradation_level() >= 3 THEN
       PERFORM pgsched._promote(w.id);
@@ -185,6 +172,30 @@ BEGIN
       PERFORM pgsched._resolve(w.id);
     END IF;
   END LOOP;
+END
+$$;
+
+CREATE FUNCTION pgsched._on_runs_settled() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  settled_jobs bigint[];
+BEGIN
+  SELECT array_agg(DISTINCT n.job_id) INTO settled_jobs
+  FROM new_runs n JOIN old_runs o ON o.id = n.id
+  WHERE n.status IN ('succeeded', 'dead', 'cancelled', 'skipped')
+    AND o.status IS DISTINCT FROM n.status;
+  IF settled_jobs IS NOT NULL THEN
+    PERFORM pgsched._resolve_dependents(settled_jobs);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+-- A run inserted already skipped (concurrency_policy forbid) is rare: per row, only for those.
+CREATE FUNCTION pgsched._on_run_inserted_skipped() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pgsched._resolve_dependents(ARRAY[NEW.job_id]);
   RETURN NULL;
 END
 $$;
@@ -193,5 +204,5 @@ CREATE TRIGGER runs_settled AFTER UPDATE ON pgsched.runs
   REFERENCING OLD TABLE AS old_runs NEW TABLE AS new_runs
   FOR EACH STATEMENT EXECUTE FUNCTION pgsched._on_runs_settled();
 CREATE TRIGGER runs_settled_insert AFTER INSERT ON pgsched.runs
-  REFERENCING NEW TABLE AS new_runs
-  FOR EACH STATEMENT EXECUTE FUNCTION pgsched._on_runs_settled();
+  FOR EACH ROW WHEN (NEW.status = 'skipped')
+  EXECUTE FUNCTION pgsched._on_run_inserted_skipped();

@@ -37,10 +37,19 @@ export async function submitOne(tx: Sql, c: SubmitCall): Promise<Submitted> {
   return withFirstTick(tx, await jobSubmit(tx, c.submission, c.owner, c.traceparent))
 }
 
+/**
+ * Writes a group of submissions in one transaction; their runs get their executor jobs together
+ * at the end (one add_jobs call, one NOTIFY) rather than one by one.
+ */
+const submitGroup = eachInTransaction(submitOne, {
+  before: (tx) => tx`SELECT pgsched._defer_enqueue()`,
+  after: (tx) => tx`SELECT pgsched._enqueue_deferred()`,
+})
+
 /** One per app. A repeated idempotency key waits for a later transaction, so its answer can tell
  * "created" from "returned the earlier job". */
 export function submitBatcher(sql: SqlPool): GroupCommit<SubmitCall, Submitted> {
-  return new GroupCommit(sql, eachInTransaction(submitOne), {
+  return new GroupCommit(sql, submitGroup, {
     keyOf: (c) =>
       c.submission.idempotency_key ? `${c.owner}\u0000${c.submission.idempotency_key}` : undefined,
   })

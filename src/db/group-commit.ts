@@ -24,11 +24,24 @@ export interface GroupCommitOptions<I> {
 /** Writes a whole group atomically; returns one answer per item, in order. */
 export type WriteGroup<I, O> = (sql: SqlPool, items: I[]) => Promise<O[]>
 
-/** A WriteGroup that writes each item with `write` in one shared transaction. */
-export function eachInTransaction<I, O>(write: (tx: Sql, item: I) => Promise<O>): WriteGroup<I, O> {
-  // postgres.js types begin()'s result by unwrapping promises; the callback returns O[].
+/**
+ * A WriteGroup that writes each item with `write` in one shared transaction, with optional
+ * statements before and after the items.
+ */
+export function eachInTransaction<I, O>(
+  write: (tx: Sql, item: I) => Promise<O>,
+  around: { before?: (tx: Sql) => Promise<unknown>; after?: (tx: Sql) => Promise<unknown> } = {},
+): WriteGroup<I, O> {
   return async (sql, items) =>
-    (await sql.begin((tx) => Promise.all(items.map((item) => write(tx, item))))) as O[]
+    // postgres.js types begin()'s result by unwrapping promises; the callback returns O[].
+    (await sql.begin(async (tx) => {
+      // Awaited first: postgres.js sends a query when it is awaited, and the items' queries
+      // would otherwise go out ahead of it.
+      await around.before?.(tx)
+      const all = await Promise.all(items.map((item) => write(tx, item)))
+      await around.after?.(tx)
+      return all
+    })) as O[]
 }
 
 // The next turn of the event loop, after I/O callbacks already due. Deno has no global
