@@ -157,8 +157,14 @@ describe('dependencies', () => {
       await t.sql`ALTER TABLE pgsched.runs ENABLE TRIGGER runs_settled`
     }
     expect(await runOf(b.job_id)).toMatchObject({ status: 'waiting' })
-    t.startScheduler({ resolveIntervalMs: 100 })
-    await waitFor(async () => (await runOf(b.job_id)).status === 'queued', 5000, 'the sweep')
+    const scheduler = t.startScheduler({ resolveIntervalMs: 100 })
+    try {
+      await waitFor(async () => (await runOf(b.job_id)).status === 'queued', 5000, 'the sweep')
+    } finally {
+      // Left running, its resolver would meet the next test's injected failure, open its breaker
+      // and promote waiting runs without checks in the tests after it.
+      await scheduler.stop()
+    }
   })
 
   it('falls back to promoting without checks when the checks keep failing, and counts it', async () => {

@@ -73,6 +73,9 @@ async function main(argv: string[]): Promise<void> {
       shutdownGraceMs: config.shutdownGraceSeconds * 1000,
       tasks,
       logger,
+      // Exit at once (a graceful stop needs the database, which is likely away): the supervisor
+      // restarts the process, and the leader rescues its runs when its heartbeats stop.
+      onExecutorLost: () => process.exit(1),
     })
     await worker.start()
     cleanups.push(() => worker.stop())

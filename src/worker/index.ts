@@ -53,6 +53,12 @@ export interface WorkerOptions {
   heartbeatIntervalMs?: number
   /** How long stop() lets running runs finish before handing them back. @default SHUTDOWN_GRACE_SECONDS_DEFAULT s */
   shutdownGraceMs?: number
+  /**
+   * Called if the executor stops without stop() (Graphile Worker shuts its pool down after its
+   * retries give up, e.g. a database away for minutes). The process should exit: heartbeats would
+   * otherwise go on while nothing runs; once they stop, the leader rescues this worker's runs.
+   */
+  onExecutorLost?: (error: unknown) => void
 }
 
 // Starting an attempt and recording its result survive a database blip of about half a minute.
@@ -83,6 +89,8 @@ export class Worker {
   readonly #active = new Map<number, ActiveRun>()
   readonly #unreported = new Map<number, { attempt: number; result: AttemptResult }>()
   readonly #executorIds = new Set<string>()
+  // Results being written in the background; stop() waits for them.
+  readonly #recording = new Set<Promise<void>>()
   #runner: Runner | undefined
   #unlisten: (() => Promise<void>) | undefined
   #state: 'active' | 'stopping' = 'active'
@@ -134,8 +142,22 @@ export class Worker {
       events,
       forbiddenFlags: () => (this.#degradation >= 1 ? [LOW_PRIORITY_FLAG] : null),
     })
+    const runner = this.#runner
+    void runner.promise.then(
+      () => this.#executorEnded(runner, undefined),
+      (e: unknown) => this.#executorEnded(runner, e),
+    )
     this.#beats = new AbortController()
     this.#beatLoop = this.#heartbeats(this.#beats.signal)
+  }
+
+  #executorEnded(runner: Runner, error: unknown): void {
+    if (this.#runner !== runner) return // stop() ended it
+    this.#o.logger.error(
+      { err: error, worker: this.name },
+      'worker: the executor stopped unexpectedly',
+    )
+    this.#o.onExecutorLost?.(error)
   }
 
   /**
@@ -158,6 +180,7 @@ export class Worker {
     }, this.#shutdownGraceMs)
     try {
       await runner.stop()
+      await Promise.all(this.#recording)
     } finally {
       clearTimeout(handBack)
       this.#beats.abort()
@@ -238,8 +261,10 @@ export class Worker {
     const { run_id, attempt } = payload as RunPayload
     const { logger } = this.#o
     const abort = new AbortController()
-    // Held before run_start commits, so that every heartbeat after that commit reports the run.
+    // Held before run_start commits, so that every heartbeat after that commit reports the run,
+    // and until its result is written.
     this.#active.set(run_id, { attempt, abort })
+    let recording = false
     try {
       const started = await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
       if (!started) {
@@ -247,28 +272,42 @@ export class Worker {
         return
       }
       const attrs = { 'pgsched.run_id': run_id, 'pgsched.attempt': attempt }
-      await withSpanFrom('pgsched.worker.execute', started.traceparent, attrs, async () => {
-        const result = await executeAttempt(started, {
+      const result = await withSpanFrom('pgsched.worker.execute', started.traceparent, attrs, () =>
+        executeAttempt(started, {
           tasks: this.#o.tasks,
           killGraceMs: this.#o.killGraceMs,
           signal: abort.signal,
           logger,
-        })
-        // The run was rescued from this worker: its newer attempt owns the result.
-        if (abort.signal.reason === 'superseded') return
-        try {
-          await databaseRetryPolicy.execute(() => this.#finish(run_id, attempt, result))
-        } catch (e) {
-          this.#unreported.set(run_id, { attempt, result })
-          logger.error(
-            { err: e, run_id, attempt },
-            'worker: could not record a result; it will be written when the database answers',
-          )
-        }
-      })
+        }),
+      )
+      // The run was rescued from this worker: its newer attempt owns the result.
+      if (abort.signal.reason === 'superseded') return
+      // The executor's slot is freed now, so the next run starts while this result commits;
+      // the run stays held (heartbeats report it) until the result is written.
+      recording = true
+      this.#record(run_id, attempt, result)
     } finally {
-      this.#active.delete(run_id)
+      if (!recording) this.#active.delete(run_id)
     }
+  }
+
+  /** Writes a result in the background: retried, else kept for after the next heartbeat. */
+  #record(runId: number, attempt: number, result: AttemptResult): void {
+    const written = (async () => {
+      try {
+        await databaseRetryPolicy.execute(() => this.#finish(runId, attempt, result))
+      } catch (e) {
+        this.#unreported.set(runId, { attempt, result })
+        this.#o.logger.error(
+          { err: e, run_id: runId, attempt },
+          'worker: could not record a result; it will be written when the database answers',
+        )
+      } finally {
+        if (this.#active.get(runId)?.attempt === attempt) this.#active.delete(runId)
+      }
+    })()
+    this.#recording.add(written)
+    void written.finally(() => this.#recording.delete(written))
   }
 
   async #finish(runId: number, attempt: number, result: AttemptResult): Promise<void> {
