@@ -7,8 +7,13 @@ import type { Context } from 'hono'
 import { RATE_LIMIT_PER_MINUTE_DEFAULT } from '../core/config.ts'
 import { PgschedError } from '../core/errors.ts'
 import type { SqlPool } from '../db/client.ts'
+import { GroupCommit } from '../db/group-commit.ts'
 import { degradationGet } from '../db/queries/degradation.ts'
-import { takeSubmissionTokens } from '../db/queries/limits.ts'
+import {
+  type TokenRequest,
+  type TokenTake,
+  takeSubmissionTokensMany,
+} from '../db/queries/limits.ts'
 import { DEGRADED_RETRY_AFTER_SECONDS } from './middleware/problem.ts'
 
 /** At degradation level 2 and above, history pages hold at most this many items… */
@@ -29,11 +34,16 @@ export interface HistoryBounds {
 export class LoadShedding {
   readonly #sql: SqlPool
   readonly #perMinute: number
+  // Concurrent requests take their tokens in one statement: one round trip for a burst.
+  readonly #tokens: GroupCommit<TokenRequest, TokenTake>
   #level: { value: number; at: number } | undefined
 
   constructor(sql: SqlPool, rateLimitPerMinute = RATE_LIMIT_PER_MINUTE_DEFAULT) {
     this.#sql = sql
     this.#perMinute = rateLimitPerMinute
+    this.#tokens = new GroupCommit(sql, (pool, requests) =>
+      takeSubmissionTokensMany(pool, requests, rateLimitPerMinute),
+    )
   }
 
   /** The degradation level, at most LEVEL_TTL_MS old. */
@@ -60,7 +70,7 @@ export class LoadShedding {
         headers: { 'retry-after': String(DEGRADED_RETRY_AFTER_SECONDS) },
       })
     }
-    const take = await takeSubmissionTokens(this.#sql, user, n, this.#perMinute)
+    const take = await this.#tokens.run({ owner: user, n })
     const policy = `"submissions";q=${this.#perMinute};w=60`
     const reset = take.allowed ? 0 : (take.retry_after_seconds ?? 60)
     const headers = {

@@ -51,7 +51,7 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
   }
   const key = o.secret ? new TextEncoder().encode(o.secret) : undefined
   const jwks = o.jwksUrl ? createRemoteJWKSet(new URL(o.jwksUrl)) : undefined
-  return async (token) => {
+  const verify = async (token: string): Promise<{ principal: Principal; exp?: number }> => {
     let payload: JWTPayload
     try {
       const alg = JSON.parse(atob(token.split('.')[0]!.replace(/-/g, '+').replace(/_/g, '/'))).alg
@@ -73,9 +73,28 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
     if (typeof payload.sub !== 'string' || payload.sub.length === 0) {
       throw new PgschedError('unauthorized', 'the bearer token has no sub claim')
     }
-    return { sub: payload.sub, roles }
+    return { principal: { sub: payload.sub, roles }, exp: payload.exp }
+  }
+  // A client sends the same token with every request: a verified token is remembered (keyed by
+  // the whole token, signature included) until it expires, for at most VERIFIED_TTL_MS.
+  const verified = new Map<string, { principal: Principal; until: number }>()
+  return async (token) => {
+    const now = Date.now()
+    const hit = verified.get(token)
+    if (hit && now < hit.until) return hit.principal
+    if (hit) verified.delete(token)
+    const { principal, exp } = await verify(token)
+    if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!)
+    const until = Math.min(now + VERIFIED_TTL_MS, exp === undefined ? Infinity : exp * 1000)
+    verified.set(token, { principal, until })
+    return principal
   }
 }
+
+/** How long a verified token is trusted without checking its signature again. */
+const VERIFIED_TTL_MS = 60_000
+/** Most verified tokens remembered; the oldest is forgotten first. */
+const VERIFIED_MAX = 10_000
 
 function isRole(r: unknown): r is Role {
   return (ROLES as readonly unknown[]).includes(r)

@@ -9,17 +9,28 @@ export interface TokenTake {
   retry_after_seconds: number | null
 }
 
-/** Takes `n` submission tokens from `owner`'s bucket (one atomic upsert). */
-export async function takeSubmissionTokens(
+/** A request for tokens: `n` from `owner`'s bucket. */
+export interface TokenRequest {
+  owner: string
+  n: number
+}
+
+/**
+ * Takes tokens for each request, in order, in one statement (one atomic upsert per request; a
+ * later request sees the earlier ones' takes). One answer per request, in order.
+ */
+export async function takeSubmissionTokensMany(
   sql: Sql,
-  owner: string,
-  n: number,
+  requests: TokenRequest[],
   perMinute: number,
-): Promise<TokenTake> {
+): Promise<TokenTake[]> {
   // A bucket's state is not worth a WAL flush: this statement's own transaction commits without
   // waiting for one (a crash may forget a few tokens taken; jobs stay fully durable).
-  const [row] = await sql<TokenTake[]>`
-    SELECT t.*, set_config('synchronous_commit', 'off', true) AS async
-    FROM pgsched.take_submission_tokens(${owner}, ${n}::integer, ${perMinute}::integer) t`
-  return row!
+  return sql<TokenTake[]>`
+    SELECT t.allowed, t.remaining, t.retry_after_seconds,
+      set_config('synchronous_commit', 'off', true) AS async
+    FROM unnest(${requests.map((r) => r.owner)}::text[], ${requests.map((r) => r.n)}::integer[])
+      WITH ORDINALITY AS u (owner, n, i),
+      LATERAL pgsched.take_submission_tokens(u.owner, u.n, ${perMinute}::integer) t
+    ORDER BY u.i`
 }
