@@ -17,8 +17,10 @@ RETURNS TABLE (
   run_id bigint, job_id bigint, attempt integer, kind text, command text, task text,
   payload jsonb, timeout_seconds integer, traceparent text
 )
--- PL/pgSQL, not SQL: its statement's plan is cached for the session.
-LANGUAGE plpgsql AS $$
+-- PL/pgSQL, not SQL: its statement's plan is cached for the session. Generic plans: a custom plan
+-- (the default once custom plans look cheaper) is planned again at every call, which cost more than
+-- the statement itself with a deep queue (0.4 ms more at 300,000 runs).
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
   RETURN QUERY
   WITH wanted AS (
@@ -63,7 +65,8 @@ CREATE FUNCTION pgsched.run_finish_many(
   p_run_ids bigint[], p_attempts integer[], p_worker text, p_outcomes text[],
   p_exit_codes integer[], p_outputs text[], p_errors text[]
 ) RETURNS text[]
-LANGUAGE plpgsql AS $$
+-- Generic plans, as run_start_many.
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   n integer := coalesce(cardinality(p_run_ids), 0);
   statuses text[] := array_fill(NULL::text, ARRAY[n]);
