@@ -3,8 +3,8 @@
 -- run and COMMIT. Round trips, not SQL, were most of a no-op run's cost (see bench/RESULTS.md).
 -- The history and dependency triggers on runs fire once per statement (transition tables), so a
 -- group's statement logs and resolves its rows in one go.
--- Cost: two new functions; run_start becomes a group of one; four triggers replaced. No table
--- changes.
+-- Cost: three new functions; run_start and _complete_if_done become groups of one; four triggers
+-- replaced. No table changes.
 
 /**
  * Marks the attempts (p_run_ids[i], p_attempts[i]) running on p_worker and returns what executing
@@ -54,6 +54,21 @@ LANGUAGE sql AS $$
   SELECT * FROM pgsched.run_start_many(ARRAY[p_run_id], ARRAY[p_attempt], p_worker)
 $$;
 
+-- A one-off job is complete once none of its runs can still run: for a group of jobs in one
+-- statement; the single-job form (000004) becomes a group of one.
+CREATE FUNCTION pgsched._complete_if_done(p_job_ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+  UPDATE pgsched.jobs j SET status = 'completed', updated_at = now()
+  WHERE j.id = ANY (p_job_ids) AND j.schedule IS NULL AND j.status = 'active' AND NOT EXISTS (
+    SELECT 1 FROM pgsched.runs r
+    WHERE r.job_id = j.id AND r.status IN ('waiting', 'queued', 'running', 'failed'))
+$$;
+
+CREATE OR REPLACE FUNCTION pgsched._complete_if_done(p_job_id bigint) RETURNS void
+LANGUAGE sql AS $$
+  SELECT pgsched._complete_if_done(ARRAY[p_job_id])
+$$;
+
 /**
  * Records the results of a group of attempts, all on p_worker, in one transaction: element i is
  * pgsched.run_finish(p_run_ids[i], p_attempts[i], p_worker, p_outcomes[i], p_exit_codes[i],
@@ -100,14 +115,8 @@ BEGIN
   )
   SELECT array_agg(f.ord), array_agg(DISTINCT f.job_id) INTO done_items, done_jobs FROM finished f;
 
-  -- A one-off job is complete once none of its runs can still run (a separate statement: it
-  -- must see the runs just finished).
-  UPDATE pgsched.jobs j SET status = 'completed', updated_at = now()
-  WHERE j.id = ANY (done_jobs) AND j.schedule IS NULL AND j.status = 'active'
-    AND NOT EXISTS (
-      SELECT 1 FROM pgsched.runs r
-      WHERE r.job_id = j.id AND r.status IN ('waiting', 'queued', 'running', 'failed')
-    );
+  -- After the statement above, so that it sees the runs just finished.
+  PERFORM pgsched._complete_if_done(done_jobs);
 
   FOR i IN 1 .. n LOOP
     statuses[i] := CASE

@@ -3,7 +3,7 @@
 -- than one add_job per run: add_job was over half of a submission's database time, and each call
 -- sends its own NOTIFY, whose commits serialize.
 -- Cost: _enqueue_attempt may defer to the end of the group (two transaction-local settings);
--- submit_jobs becomes a wrapper of the unchanged per-job loop. No table changes.
+-- it and submit_jobs become wrappers of the unchanged functions they replace. No table changes.
 
 /**
  * Enqueues the current attempts of runs p_run_ids with one add_jobs call (one insert, one NOTIFY)
@@ -34,36 +34,23 @@ BEGIN
 END
 $$;
 
+-- Enqueueing one run at once stays as it was (add_job is cheaper than _enqueue_attempts'
+-- set-based statements for a single run), under a new name.
+ALTER FUNCTION pgsched._enqueue_attempt(bigint) RENAME TO _enqueue_attempt_now;
+
 /**
  * Enqueues run p_run_id's current attempt; inside a group (pgsched.defer_enqueue = 'on' in this
  * transaction) it is noted and enqueued by _enqueue_deferred with the rest of the group.
  */
-CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt(p_run_id bigint) RETURNS void
+CREATE FUNCTION pgsched._enqueue_attempt(p_run_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-  r pgsched.runs;
-  j pgsched.jobs;
-  gw_id bigint;
 BEGIN
   IF current_setting('pgsched.defer_enqueue', true) = 'on' THEN
     PERFORM set_config('pgsched.deferred_runs',
       concat_ws(',', nullif(current_setting('pgsched.deferred_runs', true), ''), p_run_id), true);
-    RETURN;
+  ELSE
+    PERFORM pgsched._enqueue_attempt_now(p_run_id);
   END IF;
-  -- One run alone: add_job is cheaper than _enqueue_attempts' set-based statements.
-  SELECT * INTO r FROM pgsched.runs WHERE id = p_run_id;
-  SELECT * INTO j FROM pgsched.jobs WHERE id = r.job_id;
-  SELECT (graphile_worker.add_job(
-    'pgsched_run',
-    json_build_object('run_id', r.id, 'attempt', r.attempt),
-    queue_name => CASE WHEN j.queue IS NOT NULL THEN 'pgsched:' || j.queue END,
-    run_at => r.available_at,
-    max_attempts => 1,
-    job_key => 'pgsched_run:' || r.id,
-    priority => j.priority,
-    flags => CASE WHEN j.priority >= 8 THEN ARRAY['low'] END
-  )).id INTO gw_id;
-  UPDATE pgsched.runs SET executor_job_id = gw_id WHERE id = p_run_id;
 END
 $$;
 
