@@ -1,5 +1,6 @@
 /** @module Configuration: one pure resolver from explicit options and environment to a frozen object. */
 import { PgschedError } from './errors.ts'
+import { JOB_LIMIT_FIELDS, type JobLimits, SANDBOX_MODES, type SandboxMode } from './types.ts'
 
 /** Default HTTP port. */
 export const PORT_DEFAULT = 8080
@@ -23,6 +24,19 @@ export const DATA_DIR_DEFAULT = '.pgsched'
 export const TASKS_DIR_DEFAULT = 'tasks'
 /** Port of the embedded PostgreSQL server. */
 export const EMBEDDED_PG_PORT_DEFAULT = 54329
+/** How command jobs are isolated unless PGSCHED_SANDBOX says otherwise. */
+export const SANDBOX_DEFAULT: SandboxMode = 'bwrap'
+/**
+ * Limits of a command job that asks for none (PGSCHED_JOB_MEMORY_MB and friends): enough for
+ * ordinary shell work, small enough that one job cannot starve the worker's host.
+ */
+export const JOB_LIMITS_DEFAULT = Object.freeze({
+  memory_mb: 512,
+  cpu_seconds: 3600,
+  max_processes: 256,
+  file_size_mb: 1024,
+  open_files: 1024,
+} satisfies Required<JobLimits>)
 
 /** The resolved configuration of a pgsched process. */
 export interface PgschedConfig {
@@ -47,6 +61,16 @@ export interface PgschedConfig {
   readonly tasksDir: string
   readonly embeddedPgPort: number
   readonly logLevel: string
+  /** Address the API listens on; unset: 127.0.0.1 with embedded PostgreSQL, else all interfaces. */
+  readonly host: string | undefined
+  /** How a worker isolates command jobs (PGSCHED_SANDBOX). */
+  readonly sandbox: SandboxMode
+  /** The unprivileged user command jobs run as (PGSCHED_JOB_USER); unset: the worker's default. */
+  readonly jobUser: string | undefined
+  /** Limits of a command job that does not set them (PGSCHED_JOB_MEMORY_MB, …). */
+  readonly jobLimits: Readonly<Required<JobLimits>>
+  /** Whether non-admin REST submitters may ask for `network: true` (PGSCHED_JOB_NETWORK). */
+  readonly jobNetwork: 'deny' | 'allow'
 }
 
 /** Environment variables read by pgsched, by name. */
@@ -63,6 +87,23 @@ function int(env: ConfigEnv, name: string, fallback: number, min: number, max: n
     )
   }
   return n
+}
+
+function oneOf<T extends string>(
+  env: ConfigEnv,
+  name: string,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  const raw = str(env, name)
+  if (raw === undefined) return fallback
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new PgschedError(
+      'config',
+      `${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(raw)}`,
+    )
+  }
+  return raw as T
 }
 
 function str(env: ConfigEnv, name: string): string | undefined {
@@ -130,6 +171,18 @@ export function resolveConfig(
     tasksDir: str(env, 'PGSCHED_TASKS_DIR') ?? TASKS_DIR_DEFAULT,
     embeddedPgPort: int(env, 'PGSCHED_EMBEDDED_PG_PORT', EMBEDDED_PG_PORT_DEFAULT, 1, 65535),
     logLevel: str(env, 'PGSCHED_LOG_LEVEL') ?? 'info',
+    host: str(env, 'PGSCHED_HOST'),
+    sandbox: oneOf(env, 'PGSCHED_SANDBOX', SANDBOX_MODES, SANDBOX_DEFAULT),
+    jobUser: str(env, 'PGSCHED_JOB_USER'),
+    jobLimits: Object.freeze(
+      Object.fromEntries(
+        JOB_LIMIT_FIELDS.map((f) => [
+          f,
+          int(env, `PGSCHED_JOB_${f.toUpperCase()}`, JOB_LIMITS_DEFAULT[f], 1, 1_000_000_000),
+        ]),
+      ) as Required<JobLimits>,
+    ),
+    jobNetwork: oneOf(env, 'PGSCHED_JOB_NETWORK', ['deny', 'allow'] as const, 'deny'),
   } satisfies PgschedConfig
   const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
   const config = Object.freeze({ ...defaults, ...given })

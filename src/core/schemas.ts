@@ -9,6 +9,7 @@ import {
   CONCURRENCY_POLICIES,
   JOB_STATUSES,
   RUN_STATUSES,
+  SANDBOX_MODES,
   WORKER_STATES,
 } from './types.ts'
 
@@ -17,6 +18,27 @@ const laneName = z
   .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be 1-100 characters of letters, digits, _ . : -')
 
 const jobId = z.int().min(1).max(Number.MAX_SAFE_INTEGER)
+
+/** Resource limits of a command job; the admin's ceilings are checked by the SQL functions. */
+export const JobLimitsSchema = z
+  .strictObject({
+    memory_mb: z.int().min(16).max(1_000_000).optional().meta({
+      description: 'memory of the whole job, MiB (default PGSCHED_JOB_MEMORY_MB, 512)',
+    }),
+    cpu_seconds: z.int().min(1).max(1_000_000).optional().meta({
+      description: 'CPU time of each process, seconds',
+    }),
+    max_processes: z.int().min(1).max(100_000).optional().meta({
+      description: 'processes and threads at once',
+    }),
+    file_size_mb: z.int().min(1).max(1_000_000).optional().meta({
+      description: 'largest file written, MiB',
+    }),
+    open_files: z.int().min(16).max(1_000_000).optional().meta({
+      description: 'open file descriptors per process',
+    }),
+  })
+  .meta({ id: 'JobLimits' })
 
 // The fields of a submission, shared by POST /v1/jobs and each job of a batch.
 const submissionFields = z.strictObject({
@@ -41,6 +63,11 @@ const submissionFields = z.strictObject({
     description:
       'a recurring job whose previous run is unfinished: allow another, forbid (skip the tick) or replace (cancel the previous)',
   }),
+  limits: JobLimitsSchema.optional(),
+  network: z.boolean().optional().meta({
+    description:
+      'give a command job network access (default false); admins only, unless PGSCHED_JOB_NETWORK=allow',
+  }),
 })
 
 function checkSubmission(
@@ -53,6 +80,11 @@ function checkSubmission(
       path: ['command'],
       message: 'give exactly one of command or task',
     })
+  }
+  for (const field of ['limits', 'network'] as const) {
+    if (b[field] !== undefined && b.command === undefined) {
+      ctx.addIssue({ code: 'custom', path: [field], message: 'applies to a command only' })
+    }
   }
   if (b.payload !== undefined && b.task === undefined) {
     ctx.addIssue({ code: 'custom', path: ['payload'], message: 'only a task takes a payload' })
@@ -139,6 +171,8 @@ export const JobSchema = z
     status: z.enum(JOB_STATUSES),
     depends_on: z.array(z.int()),
     concurrency_policy: z.enum(CONCURRENCY_POLICIES),
+    limits: JobLimitsSchema.meta({ description: 'the limits asked for; others take defaults' }),
+    network: z.boolean(),
     created_at: isoTime,
     updated_at: isoTime,
   })
@@ -154,6 +188,9 @@ export const AttemptSchema = z
     outcome: z.enum(ATTEMPT_OUTCOMES),
     exit_code: z.int().nullable(),
     error: z.string().nullable(),
+    sandbox: z.enum(SANDBOX_MODES).nullable().meta({
+      description: 'how the worker isolated this command attempt; null for a task',
+    }),
   })
   .meta({ id: 'Attempt' })
 
@@ -227,6 +264,10 @@ export const WorkerSchema = z
     heartbeat_age_seconds: z.number(),
     stopped_at: isoTime.nullable(),
     error: z.string().nullable().meta({ description: 'why the leader declared it dead' }),
+    sandbox: z.string().nullable().meta({
+      description:
+        'how it isolates command jobs: bwrap, rlimits (resource-limited, not isolated), none, or why it refuses them',
+    }),
   })
   .meta({ id: 'Worker' })
 

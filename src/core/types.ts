@@ -98,9 +98,45 @@ export interface Job {
   /** Jobs that must succeed before this one's runs start. */
   depends_on: number[]
   concurrency_policy: ConcurrencyPolicy
+  /** The limits the job asked for; absent fields take the worker's defaults. */
+  limits: JobLimits
+  /** Whether a command job may reach the network. */
+  network: boolean
   created_at: Date
   updated_at: Date
 }
+
+/**
+ * How a worker isolates command jobs: `bwrap` (namespaces, unprivileged uid, limits), `rlimits`
+ * (unprivileged uid, scratch folder and limits, no namespaces: resource-limited, not isolated) or
+ * `none` (trusted single-user development only).
+ */
+export const SANDBOX_MODES = ['bwrap', 'rlimits', 'none'] as const
+/** @see SANDBOX_MODES */
+export type SandboxMode = (typeof SANDBOX_MODES)[number]
+
+/** Resource limits of a command job; an absent field takes the worker's default. */
+export interface JobLimits {
+  /** Memory of the whole job (every process), MiB. */
+  memory_mb?: number
+  /** CPU time of each process, seconds. */
+  cpu_seconds?: number
+  /** Processes (and threads) the job may have at once. */
+  max_processes?: number
+  /** Largest file the job may write, MiB. */
+  file_size_mb?: number
+  /** Open file descriptors per process. */
+  open_files?: number
+}
+
+/** The fields of JobLimits, in a fixed order. */
+export const JOB_LIMIT_FIELDS = [
+  'memory_mb',
+  'cpu_seconds',
+  'max_processes',
+  'file_size_mb',
+  'open_files',
+] as const satisfies readonly (keyof JobLimits)[]
 
 /** One attempt of a run. */
 export interface Attempt {
@@ -111,6 +147,8 @@ export interface Attempt {
   outcome: AttemptOutcome
   exit_code: number | null
   error: string | null
+  /** How the worker isolated this command attempt; null for a task. */
+  sandbox: SandboxMode | null
 }
 
 /** A run as the API shows it. */
@@ -146,6 +184,8 @@ export interface WorkerInfo {
   heartbeat_age_seconds: number
   stopped_at: Date | null
   error: string | null
+  /** How it isolates command jobs, or why it refuses them. */
+  sandbox: string | null
 }
 
 /** The scheduler leadership as the API shows it. */
