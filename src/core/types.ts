@@ -147,8 +147,8 @@ export interface Attempt {
   outcome: AttemptOutcome
   exit_code: number | null
   error: string | null
-  /** How the worker isolated this command attempt; null for a task. */
-  sandbox: SandboxMode | null
+  /** How the worker isolated this command attempt (a SandboxMode, or why it could not); null for a task. */
+  sandbox: string | null
 }
 
 /** A run as the API shows it. */

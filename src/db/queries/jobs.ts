@@ -1,5 +1,5 @@
 /** @module Queries on pgsched.jobs. The only runtime SQL for jobs; each takes `sql` first. */
-import type { ConcurrencyPolicy, Job, JobStatus } from '../../core/types.ts'
+import type { ConcurrencyPolicy, Job, JobLimits, JobStatus } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
 /** What a submission carries; mirrors the arguments of pgsched.submit_job. */
@@ -20,6 +20,10 @@ export interface JobSubmission {
   /** Ids of jobs that must succeed first; in a batch also refs of other jobs of the batch. */
   depends_on?: (number | string)[]
   concurrency_policy?: ConcurrencyPolicy
+  /** Resource limits of a command job, within the admin's ceilings. */
+  limits?: JobLimits
+  /** Whether a command job may reach the network. */
+  network?: boolean
 }
 
 /** One job of a batch, as JSON: a submission with an optional local name for depends_on. */
@@ -34,7 +38,7 @@ const jobColumns = (sql: Sql) => sql`
   j.priority, j.max_retries, j.backoff_base_seconds, j.timeout_seconds, j.queue, j.status,
   ARRAY(SELECT d.depends_on FROM pgsched.job_dependencies d WHERE d.job_id = j.id
         ORDER BY d.depends_on) AS depends_on,
-  j.concurrency_policy, j.created_at, j.updated_at`
+  j.concurrency_policy, j.limits, j.network, j.created_at, j.updated_at`
 
 /**
  * Submits a job through pgsched.submit_job, the SQL API's own function, so REST and SQL share
@@ -64,7 +68,9 @@ export async function jobSubmit(
       owner => ${owner},
       traceparent => ${traceparent},
       depends_on => ${(s.depends_on ?? []).map(Number)}::bigint[],
-      concurrency_policy => ${s.concurrency_policy ?? 'allow'}
+      concurrency_policy => ${s.concurrency_policy ?? 'allow'},
+      limits => ${sql.json((s.limits ?? {}) as never)}::jsonb,
+      network => ${s.network ?? false}::boolean
     ) AS id`
   // A job created by this transaction carries its start time; an idempotent replay is older.
   const [row] = await sql<(Job & { created: boolean })[]>`

@@ -1,5 +1,5 @@
 /** @module Queries on pgsched.runs and its attempts. The only runtime SQL for runs. */
-import type { Attempt, Run } from '../../core/types.ts'
+import type { Attempt, JobLimits, Run } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
 const runColumns = (sql: Sql) => sql`
@@ -21,7 +21,7 @@ export async function runGet(sql: Sql, id: number): Promise<OwnedRun | undefined
 /** The attempts of a run, oldest first. */
 export async function runAttempts(sql: Sql, runId: number): Promise<Attempt[]> {
   return sql<Attempt[]>`
-    SELECT attempt, worker, started_at, finished_at, outcome, exit_code, error
+    SELECT attempt, worker, started_at, finished_at, outcome, exit_code, error, sandbox
     FROM pgsched.run_attempts WHERE run_id = ${runId} ORDER BY attempt`
 }
 
@@ -72,6 +72,10 @@ export interface StartedRun {
   payload: unknown
   timeout_seconds: number
   traceparent: string | null
+  /** A command's limits as submitted; absent fields take the worker's defaults. */
+  limits: JobLimits
+  /** Whether a command may reach the network. */
+  network: boolean
 }
 
 /** An attempt a worker asks to start or to record. */

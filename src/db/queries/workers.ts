@@ -23,13 +23,18 @@ export async function workerHeartbeat(sql: Sql, h: Heartbeat): Promise<WorkerSta
   return row!.prev
 }
 
+/** Records how a worker isolates command jobs, for GET /v1/workers and its attempts. */
+export async function workerSetSandbox(sql: Sql, name: string, sandbox: string): Promise<void> {
+  await sql`UPDATE pgsched.workers SET sandbox = ${sandbox} WHERE name = ${name}`
+}
+
 /** Workers, live ones first, then the most recently stopped. */
 export async function workerList(sql: Sql): Promise<WorkerInfo[]> {
   return sql<WorkerInfo[]>`
     SELECT name, host, pid, concurrency, cardinality(runs) AS running, state, started_at,
       heartbeat_at, round(extract(epoch FROM now() - heartbeat_at)::numeric, 1)::float8
         AS heartbeat_age_seconds,
-      stopped_at, error
+      stopped_at, error, sandbox
     FROM pgsched.workers
     ORDER BY state IN ('active', 'stopping') DESC, coalesce(stopped_at, started_at) DESC, name
     LIMIT 1000`
