@@ -11,6 +11,7 @@ import { fieldErrors, onError, problem } from './middleware/problem.ts'
 import { registerAdminRoutes } from './routes/admin.ts'
 import { registerClusterRoutes } from './routes/cluster.ts'
 import { registerHealthRoutes } from './routes/health.ts'
+import { registerJobLimitRoutes } from './routes/job-limits.ts'
 import { registerJobRoutes } from './routes/jobs.ts'
 import { registerRunRoutes } from './routes/runs.ts'
 import type { TokenVerifier } from './tokens.ts'
@@ -25,6 +26,8 @@ export interface AppDeps {
   logger: Logger
   /** Submissions a minute per user. @default RATE_LIMIT_PER_MINUTE_DEFAULT (core/config.ts) */
   rateLimitPerMinute?: number
+  /** Whether non-admins may give command jobs network access. @default 'deny' */
+  jobNetwork?: 'deny' | 'allow'
 }
 
 /** Builds the API. */
@@ -57,10 +60,11 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   )
   app.use('/v1/*', databaseBreaker({ logger: deps.logger }))
   const shed = new LoadShedding(deps.sql, deps.rateLimitPerMinute)
-  registerJobRoutes(app, deps.sql, shed)
+  registerJobRoutes(app, deps.sql, shed, deps.jobNetwork)
   registerRunRoutes(app, deps.sql, shed)
   registerClusterRoutes(app, deps.sql)
   registerAdminRoutes(app, deps.sql, shed, deps.logger)
+  registerJobLimitRoutes(app, deps.sql, deps.logger)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

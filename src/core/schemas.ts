@@ -188,9 +188,12 @@ export const AttemptSchema = z
     outcome: z.enum(ATTEMPT_OUTCOMES),
     exit_code: z.int().nullable(),
     error: z.string().nullable(),
-    sandbox: z.enum(SANDBOX_MODES).nullable().meta({
-      description: 'how the worker isolated this command attempt; null for a task',
-    }),
+    sandbox: z
+      .string()
+      .nullable()
+      .meta({
+        description: `how the worker isolated this command attempt (${SANDBOX_MODES.join(', ')}); null for a task`,
+      }),
   })
   .meta({ id: 'Attempt' })
 
@@ -331,3 +334,32 @@ export const DegradationChangeSchema = z
       })
   })
   .meta({ id: 'DegradationChange' })
+
+const ceilingFields = {
+  memory_mb: z.int().min(16).max(1_000_000_000).optional(),
+  cpu_seconds: z.int().min(1).max(1_000_000_000).optional(),
+  max_processes: z.int().min(1).max(1_000_000_000).optional(),
+  file_size_mb: z.int().min(1).max(1_000_000_000).optional(),
+  open_files: z.int().min(16).max(1_000_000_000).optional(),
+}
+
+/** The admin's ceilings on job limits, in responses. */
+export const JobLimitCeilingsSchema = z
+  .object({
+    ceilings: z.object(ceilingFields).meta({
+      description: 'the most a submission may ask for in limits; larger asks are refused (400)',
+    }),
+    network_allowed: z.boolean().meta({
+      description:
+        'whether SQL sessions that act only for themselves may give jobs network access (REST: PGSCHED_JOB_NETWORK)',
+    }),
+  })
+  .meta({ id: 'JobLimitCeilings' })
+
+/** Body of PUT /v1/admin/job-limits: the ceilings to change, the others kept. */
+export const JobLimitCeilingsChangeSchema = z
+  .strictObject({
+    ceilings: z.strictObject(ceilingFields).optional(),
+    network_allowed: z.boolean().optional(),
+  })
+  .meta({ id: 'JobLimitCeilingsChange' })

@@ -51,11 +51,29 @@ async function visibleJob(
   return requireVisible(c.get('principal'), 'job', id, await jobGet(sql, id))
 }
 
-/** Registers the job routes. */
+/**
+ * Throws 403 unless the principal may give a command job network access: an admin may, others
+ * only where the operator allowed it (PGSCHED_JOB_NETWORK=allow).
+ */
+function requireNetworkGrant(
+  p: AppEnv['Variables']['principal'],
+  jobs: readonly { network?: boolean }[],
+  policy: 'deny' | 'allow',
+): void {
+  if (policy === 'allow' || p.roles.includes('admin') || !jobs.some((j) => j.network)) return
+  throw new PgschedError(
+    'forbidden',
+    'network: only an admin may give a job network access (the operator can allow it for everyone with PGSCHED_JOB_NETWORK=allow)',
+    { errors: [{ field: 'network', message: 'only an admin may give a job network access' }] },
+  )
+}
+
+/** Registers the job routes; `jobNetwork` says whether non-admins may ask for network access. */
 export function registerJobRoutes(
   app: OpenAPIHono<AppEnv>,
   sql: SqlPool,
   shed: LoadShedding,
+  jobNetwork: 'deny' | 'allow' = 'deny',
 ): void {
   const batcher = submitBatcher(sql)
   app.openapi(
@@ -84,6 +102,7 @@ export function registerJobRoutes(
       requireRole(p, 'write')
       const body = c.req.valid('json')
       const key = c.req.valid('header')['idempotency-key']
+      requireNetworkGrant(p, [body], jobNetwork)
       await shed.admitSubmissions(c, p.sub, 1)
       const { job, created } = await withSpanFrom('pgsched.api.submit', null, {}, () =>
         batcher.run({
@@ -120,6 +139,7 @@ export function registerJobRoutes(
       const p = c.get('principal')
       requireRole(p, 'write')
       const { jobs } = c.req.valid('json')
+      requireNetworkGrant(p, jobs, jobNetwork)
       await shed.admitSubmissions(c, p.sub, jobs.length)
       const results = await withSpanFrom('pgsched.api.submit_batch', null, {}, () =>
         sql.begin(async (tx) => {
