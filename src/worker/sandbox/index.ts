@@ -1,0 +1,478 @@
+/**
+ * @module The sandbox that runs command jobs. prepareSandbox probes the machine once at worker
+ * start and returns a Sandbox whose run() executes one attempt: in `bwrap` mode in its own
+ * namespaces as an unprivileged user, in `rlimits` mode as an unprivileged user with limits but
+ * no isolation, in `none` mode as the worker itself. A mode that cannot work here is reported
+ * unavailable and fails every attempt with the reason; it never falls back to a weaker one.
+ */
+import type { PgschedConfig } from '../../core/config.ts'
+import { coerceError } from '../../core/errors.ts'
+import {
+  JOB_LIMIT_FIELDS,
+  type JobLimits,
+  type Logger,
+  type SandboxMode,
+} from '../../core/types.ts'
+import {
+  bwrapArgs,
+  etcFiles,
+  NOBODY_ID,
+  SCRATCH_IN_SANDBOX,
+  sandboxInitPid,
+  systemMounts,
+  visibleInSandbox,
+} from './bwrap.ts'
+import { type CgroupHits, type CgroupHost, type JobCgroup, openCgroups } from './cgroup.ts'
+import { newAttemptId, newInstanceId } from './instance-id.ts'
+import { type JobUser, resolveJobUser } from './job-user.ts'
+import { plainVerdict, result } from './none.ts'
+import { bwrapKnows, explainProbeFailure, findProgram } from './probe.ts'
+import {
+  type CommandResult,
+  type ProcessSpec,
+  runProcess,
+  type SignalJob,
+  type StopOptions,
+  signalProcessGroup,
+} from './process.ts'
+import { type HardLimits, prlimitArgs, readHardLimits } from './rlimits.ts'
+import { removeStaleScratch, ScratchArea, scratchRootDefault } from './scratch.ts'
+import { sandboxVerdict } from './verdict.ts'
+
+/** How a worker isolates command jobs, resolved from the config. */
+export interface SandboxSettings {
+  mode: SandboxMode
+  /** The unprivileged user jobs run as; unset: `pgsched-job` (created) as root, else the worker's. */
+  jobUser?: string
+  /**
+   * Where per-attempt scratch folders go.
+   * @default `<os.tmpdir()>/pgsched-jobs`
+   */
+  scratchRoot?: string
+  /** Limits of a job that sets none. */
+  defaults: Required<JobLimits>
+}
+
+/** One attempt of a command job. */
+export interface SandboxRunOptions extends StopOptions {
+  /** Shell command line, run with /bin/sh -c in the job's scratch folder. */
+  command: string
+  /** Extra environment variables; the job sees only these and PATH, HOME, LANG, TZ. */
+  env?: Record<string, string>
+  /** The job's limits; absent fields take the settings' defaults. */
+  limits: JobLimits
+  /** Whether the job may reach the network (bwrap: the host's network namespace). */
+  network: boolean
+}
+
+/** A prepared sandbox: probed once, used for every command attempt of a worker. */
+export interface Sandbox {
+  readonly mode: SandboxMode
+  /** False when the mode cannot work on this machine; run() then fails every attempt. */
+  readonly available: boolean
+  /** What GET /v1/workers shows: 'bwrap', 'rlimits', 'none' or 'unavailable: <reason>'. */
+  describe(): string
+  /** Runs one attempt to its end and cleans up after it; never throws. */
+  run(opts: SandboxRunOptions): Promise<CommandResult>
+  /** Cancels running attempts, waits for them, and removes this sandbox's folders and cgroups. */
+  stop(): Promise<void>
+}
+
+/** The sandbox settings of a resolved config. */
+export function sandboxSettingsFromConfig(
+  config: Pick<PgschedConfig, 'sandbox' | 'jobUser' | 'jobLimits'>,
+): SandboxSettings {
+  return {
+    mode: config.sandbox,
+    ...(config.jobUser === undefined ? {} : { jobUser: config.jobUser }),
+    defaults: { ...config.jobLimits },
+  }
+}
+
+// What a job finds on PATH: the system's folders, never the worker's (node_modules/.bin, ~/bin).
+const JOB_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin'
+
+// The probe command and how long it may take (a cold bwrap start is ~10 ms).
+const PROBE_TIMEOUT_MS = 10_000
+
+// bwrap's own two processes (its monitor outside, its init inside) count in the job's cgroup.
+const BWRAP_PROCESSES = 2
+
+// Joins the cgroups given before `--`, then becomes the rest: the job cannot fork before it is in.
+const JOIN_CGROUPS = `for f do shift; [ "$f" = -- ] && break; echo $$ > "$f" || { echo "pgsched: cannot join the job's cgroup $f" >&2; exit 125; }; done; exec "$@"`
+
+const MIB = 1024 * 1024
+
+/** Probes the machine for `settings.mode` and sweeps what dead earlier workers left behind. */
+export async function prepareSandbox(settings: SandboxSettings, logger: Logger): Promise<Sandbox> {
+  const impl = new SandboxImpl(settings, logger)
+  await impl.prepare()
+  return impl
+}
+
+class SandboxImpl implements Sandbox {
+  readonly mode: SandboxMode
+  available = false
+  private reason = 'not prepared'
+  private readonly settings: SandboxSettings
+  private readonly logger: Logger
+  private readonly instanceId = newInstanceId()
+  private user: JobUser | null = null
+  private area: ScratchArea | null = null
+  private cgroups: CgroupHost | null = null
+  private hard: HardLimits = readHardLimits()
+  private system: string[] = []
+  private programs = { bwrap: '', setpriv: '', prlimit: '' }
+  private disableUserns = false
+  private etc = { passwd: '', group: '' }
+  private readonly running = new Map<Promise<CommandResult>, AbortController>()
+  private stopped = false
+
+  constructor(settings: SandboxSettings, logger: Logger) {
+    this.mode = settings.mode
+    this.settings = settings
+    this.logger = logger
+  }
+
+  describe(): string {
+    return this.available ? this.mode : `unavailable: ${this.reason}`
+  }
+
+  async prepare(): Promise<void> {
+    if (this.mode === 'none') {
+      this.logger.warn(
+        'PGSCHED_SANDBOX=none: command jobs run as the worker’s own user, with its files, network and no limits; for trusted single-user development only',
+      )
+    }
+    try {
+      await this.setUp()
+    } catch (e) {
+      this.reason = coerceError(e).message
+      this.logger.error(
+        { sandbox: this.mode, reason: this.reason },
+        'the sandbox is unavailable: command jobs will fail',
+      )
+      return
+    }
+    if (this.mode === 'none') {
+      this.available = true
+      return
+    }
+    // One real job proves the whole chain (user switch, cgroups, namespaces, limits) works here.
+    this.available = true
+    const probe = await this.run({
+      command: 'true',
+      timeoutMs: PROBE_TIMEOUT_MS,
+      limits: {},
+      network: false,
+    })
+    if (probe.outcome !== 'succeeded') {
+      this.available = false
+      this.reason = explainProbeFailure(this.mode, probe.error ?? probe.outcome)
+      this.logger.error(
+        { sandbox: this.mode, reason: this.reason },
+        'the sandbox is unavailable: command jobs will fail',
+      )
+      return
+    }
+    this.logger.info(
+      {
+        sandbox: this.mode,
+        jobUser: this.user?.name,
+        cgroups: this.cgroups?.description ?? 'none (rlimits only)',
+      },
+      'sandbox ready',
+    )
+  }
+
+  private async setUp(): Promise<void> {
+    const root = process.getuid?.() === 0
+    if (this.mode === 'none') {
+      const uid = process.getuid?.() ?? 0
+      this.user = { name: 'worker', uid, gid: process.getgid?.() ?? 0, switchUser: false }
+    } else {
+      this.programs.prlimit = need('prlimit', 'install the Debian package util-linux')
+      if (root) this.programs.setpriv = need('setpriv', 'install the Debian package util-linux')
+      if (this.mode === 'bwrap') {
+        this.programs.bwrap = need(
+          'bwrap',
+          'install the Debian package bubblewrap or set PGSCHED_SANDBOX=rlimits',
+        )
+        if (!visibleInSandbox(this.programs.prlimit)) {
+          throw new Error(`prlimit at ${this.programs.prlimit} would not be visible in the sandbox`)
+        }
+        this.disableUserns = await bwrapKnows(this.programs.bwrap, '--disable-userns')
+        this.system = systemMounts()
+      }
+      this.user = await resolveJobUser(this.settings.jobUser)
+      if (this.mode === 'rlimits' && !this.user.switchUser) {
+        this.logger.warn(
+          'the worker is not root: rlimits-mode jobs run as the worker’s own user and can read its files',
+        )
+      }
+      // First: it kills what a dead worker's jobs left running, before their folders go.
+      this.cgroups = await openCgroups(this.instanceId, this.logger)
+    }
+    const scratchRoot = this.settings.scratchRoot ?? scratchRootDefault()
+    await removeStaleScratch(scratchRoot, this.logger)
+    this.area = await ScratchArea.open(scratchRoot, this.instanceId, this.user)
+    if (this.mode === 'bwrap') {
+      const inside = this.user.switchUser
+        ? this.user
+        : { name: 'nobody', uid: NOBODY_ID, gid: NOBODY_ID }
+      const files = etcFiles(inside)
+      this.etc = {
+        passwd: await this.area.writeEtc('passwd', files.passwd),
+        group: await this.area.writeEtc('group', files.group),
+      }
+    }
+  }
+
+  run(opts: SandboxRunOptions): Promise<CommandResult> {
+    const ac = new AbortController()
+    const signal = opts.signal ? AbortSignal.any([opts.signal, ac.signal]) : ac.signal
+    const attempt = this.attempt({ ...opts, signal })
+    this.running.set(attempt, ac)
+    void attempt.finally(() => this.running.delete(attempt))
+    return attempt
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    for (const ac of this.running.values()) ac.abort()
+    await Promise.allSettled(this.running.keys())
+    await this.cgroups?.close()
+    await this.area?.close().catch((e) => this.logger.warn({ err: e }, 'removing scratch'))
+  }
+
+  private async attempt(opts: SandboxRunOptions): Promise<CommandResult> {
+    if (this.stopped) return failed('the worker’s sandbox is stopped')
+    if (!this.available || this.area === null || this.user === null) {
+      return failed(`the sandbox is unavailable: ${this.reason}`)
+    }
+    if (opts.signal?.aborted) return result(null, null, '', 'cancelled', 'cancelled')
+    const limits = this.effectiveLimits(opts.limits)
+    if (typeof limits === 'string') return failed(limits)
+
+    const area = this.area
+    let scratch: string | null = null
+    let cgroup: JobCgroup | null = null
+    try {
+      scratch = await area.create()
+      if (this.cgroups !== null) {
+        const overhead = this.mode === 'bwrap' ? BWRAP_PROCESSES : 0
+        cgroup = await this.cgroups.create(newAttemptId(), {
+          memoryBytes: limits.memory_mb * MIB,
+          pidsMax: limits.max_processes + overhead,
+        })
+      }
+      if (this.mode === 'none') {
+        const end = await runProcess({
+          ...opts,
+          file: '/bin/sh',
+          args: ['-c', opts.command],
+          env: { ...inheritedEnv(['PATH', 'LANG', 'TZ']), HOME: scratch, ...opts.env },
+          cwd: scratch,
+        })
+        return plainVerdict(end, opts.timeoutMs)
+      }
+      const spec =
+        this.mode === 'bwrap'
+          ? this.bwrapSpec(opts, limits, scratch, cgroup)
+          : this.rlimitsSpec(opts, limits, scratch, cgroup)
+      const end = await runProcess(spec)
+      let hits: CgroupHits = { memory: false, processes: false }
+      if (cgroup !== null) {
+        await cgroup.killAll()
+        hits = await cgroup.hits()
+      }
+      return sandboxVerdict(end, {
+        timeoutMs: opts.timeoutMs,
+        limits,
+        hits,
+        statusFromBwrap: this.mode === 'bwrap',
+        started: this.mode !== 'bwrap' || sandboxInitPid(end.info) !== null,
+      })
+    } catch (e) {
+      return failed(`could not prepare the job's sandbox: ${coerceError(e).message}`)
+    } finally {
+      await cgroup?.remove().catch((e) => this.logger.warn({ err: e }, 'removing a job cgroup'))
+      if (scratch !== null) {
+        await area
+          .remove(scratch, this.mode === 'rlimits' && cgroup === null)
+          .catch((e) => this.logger.warn({ err: e, scratch }, 'removing a scratch folder'))
+      }
+    }
+  }
+
+  private effectiveLimits(given: JobLimits): Required<JobLimits> | string {
+    const limits = { ...this.settings.defaults }
+    for (const field of JOB_LIMIT_FIELDS) {
+      const value = given[field]
+      if (value === undefined) continue
+      if (!Number.isSafeInteger(value) || value < 1) {
+        return `invalid limit ${field}: ${value} (a positive integer is expected)`
+      }
+      limits[field] = value
+    }
+    return limits
+  }
+
+  // Root first joins the cgroups, then drops to the job user with no way back (no new privileges,
+  // no capabilities, no supplementary groups).
+  private head(cgroup: JobCgroup | null): string[] {
+    return cgroup === null
+      ? []
+      : ['/bin/sh', '-c', JOIN_CGROUPS, 'pgsched-join', ...cgroup.procsFiles, '--']
+  }
+
+  private dropUser(): string[] {
+    const u = this.user
+    if (u === null || !u.switchUser) return []
+    return [
+      this.programs.setpriv,
+      `--reuid=${u.uid}`,
+      `--regid=${u.gid}`,
+      '--clear-groups',
+      '--no-new-privs',
+      '--inh-caps=-all',
+      '--bounding-set=-all',
+      '--',
+    ]
+  }
+
+  private bwrapSpec(
+    opts: SandboxRunOptions,
+    limits: Required<JobLimits>,
+    scratch: string,
+    cgroup: JobCgroup | null,
+  ): ProcessSpec {
+    const user = this.user as JobUser
+    const infoFd = 3
+    const args = bwrapArgs({
+      system: this.system,
+      passwd: this.etc.passwd,
+      group: this.etc.group,
+      scratch,
+      uid: user.switchUser ? user.uid : NOBODY_ID,
+      gid: user.switchUser ? user.gid : NOBODY_ID,
+      network: opts.network,
+      disableUserns: this.disableUserns,
+      env: { ...jobEnv(SCRATCH_IN_SANDBOX), ...opts.env },
+      infoFd,
+    })
+    // Inside, the job's processes count in its own user namespace: one more than it may have for
+    // bwrap's init, one more again so that the cgroup's pids.max (exact, and recorded) hits first.
+    const rlimits = prlimitArgs(
+      limits,
+      {
+        nproc: limits.max_processes + BWRAP_PROCESSES,
+        addressSpaceBytes: this.cgroups?.memory ? null : limits.memory_mb * MIB,
+      },
+      this.hard,
+    )
+    const argv = [
+      ...this.head(cgroup),
+      ...this.dropUser(),
+      this.programs.bwrap,
+      ...args,
+      '--',
+      this.programs.prlimit,
+      ...rlimits,
+      '--',
+      '/bin/sh',
+      '-c',
+      opts.command,
+    ]
+    const signalJob: SignalJob = (sig, state) => {
+      const init = sandboxInitPid(state.info)
+      if (!state.exited) {
+        if (init === null) {
+          // Not started yet: stop the chain itself; bwrap's init follows its parent.
+          signalProcessGroup(sig, state)
+        } else {
+          // The job's processes share the session of the sandbox's init, which ignores SIGTERM
+          // from outside; SIGKILL to the init ends the whole PID namespace.
+          try {
+            process.kill(sig === 'SIGTERM' ? -init : init, sig)
+          } catch {
+            // Gone already.
+          }
+        }
+      }
+      cgroup?.signalAll(sig, sig === 'SIGTERM' ? state.pid : undefined)
+    }
+    return {
+      ...opts,
+      file: argv[0] as string,
+      args: argv.slice(1),
+      env: { PATH: JOB_PATH },
+      cwd: '/',
+      infoPipe: true,
+      signalJob,
+    }
+  }
+
+  private rlimitsSpec(
+    opts: SandboxRunOptions,
+    limits: Required<JobLimits>,
+    scratch: string,
+    cgroup: JobCgroup | null,
+  ): ProcessSpec {
+    const user = this.user as JobUser
+    // RLIMIT_NPROC counts every process of the user, all its jobs together: only a root worker's
+    // dedicated job user gets it, and only when no pids cgroup counts per job.
+    const nproc = user.switchUser && !this.cgroups?.pids ? limits.max_processes : null
+    const rlimits = prlimitArgs(
+      limits,
+      { nproc, addressSpaceBytes: this.cgroups?.memory ? null : limits.memory_mb * MIB },
+      this.hard,
+    )
+    const argv = [
+      ...this.head(cgroup),
+      this.programs.prlimit,
+      ...rlimits,
+      '--',
+      ...this.dropUser(),
+      '/bin/sh',
+      '-c',
+      opts.command,
+    ]
+    const signalJob: SignalJob = (sig, state) => {
+      signalProcessGroup(sig, state)
+      // A process that left the group (setsid) is still in the cgroup.
+      cgroup?.signalAll(sig)
+    }
+    return {
+      ...opts,
+      file: argv[0] as string,
+      args: argv.slice(1),
+      env: { ...jobEnv(scratch), TMPDIR: scratch, ...opts.env },
+      cwd: scratch,
+      signalJob,
+    }
+  }
+}
+
+function need(program: string, hint: string): string {
+  const path = findProgram(program)
+  if (path === null) throw new Error(`${program} not found; ${hint}`)
+  return path
+}
+
+function jobEnv(home: string): Record<string, string> {
+  return { PATH: JOB_PATH, HOME: home, LANG: 'C.UTF-8', ...inheritedEnv(['LANG', 'TZ']) }
+}
+
+function inheritedEnv(keys: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const key of keys) {
+    const value = process.env[key]
+    if (value !== undefined) env[key] = value
+  }
+  return env
+}
+
+function failed(error: string): CommandResult {
+  return result(null, null, '', 'failed', error)
+}
