@@ -1,0 +1,95 @@
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { attemptFolders, marker, setupSandbox, sleepers } from './test-support.ts'
+
+const FIXTURE = new URL('./fixture-worker.ts', import.meta.url).pathname
+
+// The job cgroups of an instance, for the v1 hierarchies this machine (and CI) has.
+function cgroupFolders(instance: string): string[] {
+  return readFileSync('/proc/self/cgroup', 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => line.split(':'))
+    .filter(([, controller]) => controller === 'memory' || controller === 'pids')
+    .map(([, controller, path]) =>
+      join('/sys/fs/cgroup', controller ?? '', path ?? '', 'pgsched', instance),
+    )
+}
+
+describe.each(['bwrap', 'rlimits'] as const)('%s mode: a worker SIGKILLed mid-command', (mode) => {
+  it('leaves nothing behind once the next worker has started', async () => {
+    const scratchRoot = mkdtempSync(join(tmpdir(), 'pgsched-sandbox-test-'))
+    const [escaped, plain] = [marker(), marker()]
+    const worker = spawn(
+      process.execPath,
+      [FIXTURE, mode, scratchRoot, `(setsid sleep ${escaped} &); sleep ${plain}`],
+      {
+        stdio: 'ignore',
+      },
+    )
+    try {
+      await expect
+        .poll(() => sleepers(escaped).length + sleepers(plain).length, { timeout: 10_000 })
+        .toBe(2)
+      const [instance] = readdirSync(scratchRoot)
+      expect(instance).toMatch(/^w\d+-/)
+      const cgroups = cgroupFolders(instance as string)
+      expect(cgroups.length).toBeGreaterThan(0)
+      for (const dir of cgroups) expect(existsSync(dir)).toBe(true)
+
+      worker.kill('SIGKILL')
+      await new Promise((resolve) => worker.on('close', resolve))
+      if (mode === 'bwrap') {
+        // The kernel ends the sandbox with its parent: PDEATHSIG to bwrap, then the PID namespace.
+        await expect
+          .poll(() => [...sleepers(escaped), ...sleepers(plain)], { timeout: 2_000 })
+          .toEqual([])
+      }
+      expect(existsSync(join(scratchRoot, instance as string))).toBe(true)
+
+      // rlimits has no namespace: the job outlives its worker until the next one kills its cgroup.
+      const next = await setupSandbox(mode, { scratchRoot })
+      try {
+        expect(next.sandbox.describe()).toBe(mode)
+        expect([...sleepers(escaped), ...sleepers(plain)]).toEqual([])
+        expect(existsSync(join(scratchRoot, instance as string))).toBe(false)
+        for (const dir of cgroups) expect(existsSync(dir)).toBe(false)
+      } finally {
+        await next.sandbox.stop()
+      }
+    } finally {
+      worker.kill('SIGKILL')
+      rmSync(scratchRoot, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('stop()', () => {
+  it('cancels running attempts and removes the sandbox’s folders', async () => {
+    const b = await setupSandbox('bwrap')
+    const m = marker()
+    const running = b.sandbox.run({
+      command: `sleep ${m}`,
+      timeoutMs: 30_000,
+      limits: {},
+      network: false,
+    })
+    await expect.poll(() => sleepers(m).length, { timeout: 5_000 }).toBe(1)
+    expect(attemptFolders(b.scratchRoot)).toHaveLength(1)
+    await b.sandbox.stop()
+    expect(await running).toMatchObject({ outcome: 'cancelled' })
+    expect(sleepers(m)).toEqual([])
+    expect(readdirSync(b.scratchRoot)).toEqual([])
+    const after = await b.sandbox.run({
+      command: 'true',
+      timeoutMs: 5_000,
+      limits: {},
+      network: false,
+    })
+    expect(after).toMatchObject({ outcome: 'failed' })
+    await b.close()
+  })
+})

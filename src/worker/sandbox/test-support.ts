@@ -1,0 +1,96 @@
+/**
+ * @module Helpers for the sandbox tests: a sandbox per mode in a temporary scratch root, unique
+ * process markers, and a view of the host's processes. Not used by production code.
+ */
+import { randomInt } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { JOB_LIMITS_DEFAULT } from '../../core/config.ts'
+import type { Logger, SandboxMode } from '../../core/types.ts'
+import { prepareSandbox, type Sandbox, type SandboxSettings } from './index.ts'
+
+/** A prepared sandbox, its scratch root and what it logged. */
+export interface SandboxBundle {
+  sandbox: Sandbox
+  scratchRoot: string
+  logs: { level: string; text: string }[]
+  /** Stops the sandbox and removes the scratch root. */
+  close(): Promise<void>
+}
+
+/** Prepares a sandbox in a fresh temporary scratch root. */
+export async function setupSandbox(
+  mode: SandboxMode,
+  settings: Partial<SandboxSettings> = {},
+): Promise<SandboxBundle> {
+  const scratchRoot = settings.scratchRoot ?? mkdtempSync(join(tmpdir(), 'pgsched-sandbox-test-'))
+  const logs: SandboxBundle['logs'] = []
+  const log =
+    (level: string) =>
+    (obj: object | string, msg?: string): void => {
+      logs.push({
+        level,
+        text: `${typeof obj === 'string' ? obj : JSON.stringify(obj)} ${msg ?? ''}`,
+      })
+    }
+  const logger: Logger = {
+    debug: log('debug'),
+    info: log('info'),
+    warn: log('warn'),
+    error: log('error'),
+  }
+  const sandbox = await prepareSandbox(
+    { mode, defaults: { ...JOB_LIMITS_DEFAULT }, ...settings, scratchRoot },
+    logger,
+  )
+  return {
+    sandbox,
+    scratchRoot,
+    logs,
+    async close() {
+      await sandbox.stop()
+      rmSync(scratchRoot, { recursive: true, force: true })
+    },
+  }
+}
+
+/**
+ * A `sleep` argument no other process has, so the host's /proc shows which processes a job
+ * left: GNU sleep takes fractional seconds.
+ */
+export function marker(): string {
+  return `98.${randomInt(1e9, 1e10)}`
+}
+
+/**
+ * Host pids of live (not zombie) `sleep <marker>` processes; the shells and bwrap whose command
+ * line merely mentions the marker do not count.
+ */
+export function sleepers(mark: string): number[] {
+  const found: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0')
+      if (!argv[0]?.endsWith('sleep') || argv[1] !== mark) continue
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      // PID 1 of a container may never reap orphans; a zombie is dead.
+      if (stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') found.push(Number(name))
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return found
+}
+
+/** The attempt folders (not etc) under each instance folder of a scratch root. */
+export function attemptFolders(scratchRoot: string): string[] {
+  const out: string[] = []
+  for (const instance of readdirSync(scratchRoot)) {
+    for (const entry of readdirSync(join(scratchRoot, instance))) {
+      if (entry !== 'etc') out.push(join(scratchRoot, instance, entry))
+    }
+  }
+  return out
+}
