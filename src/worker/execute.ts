@@ -1,7 +1,7 @@
 /** @module Executes one attempt of a run: a shell command in the sandbox, or a task handler. */
 import type { Logger } from '../core/types.ts'
 import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
-import { OUTPUT_TAIL_BYTES, runCommand } from './sandbox.ts'
+import { OUTPUT_TAIL_BYTES, type Sandbox } from './sandbox.ts'
 import type { TaskRegistry } from './tasks.ts'
 
 /**
@@ -16,6 +16,8 @@ export const CANCEL_KILL_GRACE_MS = 1_500
 /** What executing an attempt needs besides the run. */
 export interface ExecuteOptions {
   tasks: TaskRegistry
+  /** Where command jobs run. */
+  sandbox: Sandbox
   killGraceMs: number
   /** Aborted with a StopReason. */
   signal: AbortSignal
@@ -33,8 +35,10 @@ export async function executeAttempt(run: StartedRun, o: ExecuteOptions): Promis
 
 async function execute(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
   if (run.kind === 'command') {
-    const r = await runCommand({
+    const r = await o.sandbox.run({
       command: run.command!,
+      limits: run.limits,
+      network: run.network,
       timeoutMs: run.timeout_seconds * 1000,
       killGraceMs: o.killGraceMs,
       cancelKillGraceMs: Math.min(o.killGraceMs, CANCEL_KILL_GRACE_MS),

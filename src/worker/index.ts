@@ -17,6 +17,8 @@ import {
 
 import {
   HEARTBEAT_INTERVAL_SECONDS_DEFAULT,
+  JOB_LIMITS_DEFAULT,
+  SANDBOX_DEFAULT,
   SHUTDOWN_GRACE_SECONDS_DEFAULT,
 } from '../core/config.ts'
 import { sleep } from '../core/sleep.ts'
@@ -31,10 +33,11 @@ import {
   runStartMany,
   type StartedRun,
 } from '../db/queries/runs.ts'
-import { workerHeartbeat } from '../db/queries/workers.ts'
+import { workerHeartbeat, workerSetSandbox } from '../db/queries/workers.ts'
 import { withSpanFrom } from '../telemetry/tracing.ts'
 import { executeAttempt, type StopReason } from './execute.ts'
 import { makeWorkerPreset } from './preset.ts'
+import { prepareSandbox, type Sandbox, type SandboxSettings } from './sandbox.ts'
 import type { TaskRegistry } from './tasks.ts'
 
 /** Options of the worker role. */
@@ -45,6 +48,11 @@ export interface WorkerOptions {
   killGraceMs: number
   tasks: TaskRegistry
   logger: Logger
+  /**
+   * How command jobs are isolated and limited.
+   * @default bwrap with JOB_LIMITS_DEFAULT
+   */
+  sandbox?: SandboxSettings
   /** How this worker is named on runs and attempts. @default host:pid:random */
   name?: string
   /** @see ExecutorSettings.pollIntervalMs */
@@ -92,6 +100,7 @@ export class Worker {
   // Results being written in the background; stop() waits for them.
   readonly #recording = new Set<Promise<void>>()
   #runner: Runner | undefined
+  #sandbox: Sandbox | undefined
   #unlisten: (() => Promise<void>) | undefined
   #state: 'active' | 'stopping' = 'active'
   #beats = new AbortController()
@@ -123,7 +132,20 @@ export class Worker {
   async start(): Promise<void> {
     if (this.#runner) return
     this.#state = 'active'
+    const sandbox = await prepareSandbox(
+      this.#o.sandbox ?? { mode: SANDBOX_DEFAULT, defaults: { ...JOB_LIMITS_DEFAULT } },
+      this.#o.logger,
+    )
+    this.#sandbox = sandbox
+    if (!sandbox.available) {
+      this.#o.logger.error(
+        { worker: this.name, sandbox: sandbox.describe() },
+        'worker: command jobs cannot be isolated here; this worker fails them with the reason (task jobs run)',
+      )
+    }
     await this.#beat()
+    // Before the first claim: each command attempt records the sandbox it ran in.
+    await workerSetSandbox(this.#o.sql, this.name, sandbox.describe())
     const sub = await this.#o.sql.listen('pgsched_cancel', (raw) => this.#onCancel(raw))
     this.#unlisten = () => sub.unlisten()
     const events: WorkerEvents = new EventEmitter()
@@ -182,6 +204,7 @@ export class Worker {
       await runner.stop()
       await Promise.all(this.#recording)
     } finally {
+      await this.#sandbox?.stop()
       clearTimeout(handBack)
       this.#beats.abort()
       await this.#beatLoop
@@ -275,6 +298,7 @@ export class Worker {
       const result = await withSpanFrom('pgsched.worker.execute', started.traceparent, attrs, () =>
         executeAttempt(started, {
           tasks: this.#o.tasks,
+          sandbox: this.#sandbox!,
           killGraceMs: this.#o.killGraceMs,
           signal: abort.signal,
           logger,
