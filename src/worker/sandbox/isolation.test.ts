@@ -18,6 +18,7 @@ import type { CommandResult } from './process.ts'
 import {
   attemptFolders,
   marker,
+  mentioning,
   type SandboxBundle,
   setupSandbox,
   sleepers,
@@ -167,8 +168,8 @@ describe.each(['bwrap', 'rlimits'] as const)('%s mode: a job', (mode) => {
     const [m1, m2] = [marker(), marker()]
     const res = await run(`(setsid sleep ${m1} &); (sh -c 'sleep ${m2} &' &); echo started`)
     expect(res).toMatchObject({ outcome: 'succeeded', output: 'started\n' })
-    expect(sleepers(m1)).toEqual([])
-    expect(sleepers(m2)).toEqual([])
+    expect(mentioning(m1)).toEqual([])
+    expect(mentioning(m2)).toEqual([])
   })
 
   it('leaves no process behind when cancelled', async () => {
@@ -185,7 +186,7 @@ describe.each(['bwrap', 'rlimits'] as const)('%s mode: a job', (mode) => {
     await expect.poll(() => sleepers(m).length, { timeout: 5_000 }).toBe(2)
     ac.abort()
     expect((await running).outcome).toBe('cancelled')
-    expect(sleepers(m)).toEqual([])
+    expect(mentioning(m)).toEqual([])
   })
 })
 

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { attemptFolders, marker, setupSandbox, sleepers } from './test-support.ts'
+import { attemptFolders, marker, mentioning, setupSandbox, sleepers } from './test-support.ts'
 
 const FIXTURE = new URL('./fixture-worker.ts', import.meta.url).pathname
 
@@ -45,7 +45,7 @@ describe.each(['bwrap', 'rlimits'] as const)('%s mode: a worker SIGKILLed mid-co
       if (mode === 'bwrap') {
         // The kernel ends the sandbox with its parent: PDEATHSIG to bwrap, then the PID namespace.
         await expect
-          .poll(() => [...sleepers(escaped), ...sleepers(plain)], { timeout: 2_000 })
+          .poll(() => [...mentioning(escaped), ...mentioning(plain)], { timeout: 2_000 })
           .toEqual([])
       }
       expect(existsSync(join(scratchRoot, instance as string))).toBe(true)
@@ -54,7 +54,7 @@ describe.each(['bwrap', 'rlimits'] as const)('%s mode: a worker SIGKILLed mid-co
       const next = await setupSandbox(mode, { scratchRoot })
       try {
         expect(next.sandbox.describe()).toBe(mode)
-        expect([...sleepers(escaped), ...sleepers(plain)]).toEqual([])
+        expect([...mentioning(escaped), ...mentioning(plain)]).toEqual([])
         expect(existsSync(join(scratchRoot, instance as string))).toBe(false)
         for (const dir of cgroups) expect(existsSync(dir)).toBe(false)
       } finally {
@@ -81,7 +81,7 @@ describe('stop()', () => {
     expect(attemptFolders(b.scratchRoot)).toHaveLength(1)
     await b.sandbox.stop()
     expect(await running).toMatchObject({ outcome: 'cancelled' })
-    expect(sleepers(m)).toEqual([])
+    expect(mentioning(m)).toEqual([])
     expect(readdirSync(b.scratchRoot)).toEqual([])
     const after = await b.sandbox.run({
       command: 'true',

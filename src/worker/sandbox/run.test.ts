@@ -5,6 +5,7 @@ import { OUTPUT_TAIL_BYTES } from './process.ts'
 import {
   attemptFolders,
   marker,
+  mentioning,
   type SandboxBundle,
   setupSandbox,
   sleepers,
@@ -92,7 +93,7 @@ describe.each(['bwrap', 'rlimits', 'none'] as const satisfies SandboxMode[])('%s
     ac.abort()
     const res = await running
     expect(res).toMatchObject({ outcome: 'cancelled', error: 'cancelled', exitCode: null })
-    await expect.poll(() => sleepers(m), { timeout: 1_000 }).toEqual([])
+    await expect.poll(() => mentioning(m), { timeout: 1_000 }).toEqual([])
   })
 
   it('does not start the command when already aborted', async () => {

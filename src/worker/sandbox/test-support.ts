@@ -63,17 +63,26 @@ export function marker(): string {
   return `98.${randomInt(1e9, 1e10)}`
 }
 
-/**
- * Host pids of live (not zombie) `sleep <marker>` processes; the shells and bwrap whose command
- * line merely mentions the marker do not count.
- */
+/** Host pids of live (not zombie) `sleep <marker>` processes: those a job started and that now run. */
 export function sleepers(mark: string): number[] {
+  return liveProcesses((argv) => argv[0]?.endsWith('sleep') === true && argv[1] === mark)
+}
+
+/**
+ * Host pids of live processes whose command line mentions `mark` anywhere: from the moment a
+ * shell forks a child to start `sleep <mark>`, some process (the forked shell, setsid, sleep)
+ * does, so none left means none of them survived, however far it had got.
+ */
+export function mentioning(mark: string): number[] {
+  return liveProcesses((argv) => argv.some((a) => a.includes(mark)))
+}
+
+function liveProcesses(match: (argv: string[]) => boolean): number[] {
   const found: number[] = []
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue
     try {
-      const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0')
-      if (!argv[0]?.endsWith('sleep') || argv[1] !== mark) continue
+      if (!match(readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0'))) continue
       const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
       // PID 1 of a container may never reap orphans; a zombie is dead.
       if (stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') found.push(Number(name))
