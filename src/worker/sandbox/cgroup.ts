@@ -7,8 +7,8 @@
  * Job cgroups live under the worker's own cgroup, in `pgsched/<instance id>/<attempt id>`, so a
  * container's or a systemd unit's limits still hold for its jobs.
  */
-import { existsSync, readFileSync } from 'node:fs'
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises'
+import { constants, existsSync, readFileSync } from 'node:fs'
+import { access, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '../../core/types.ts'
 import { isStaleInstance } from './instance-id.ts'
@@ -77,14 +77,18 @@ interface Place {
  * Returns null (and says why in the log) when there are none; never throws.
  */
 export async function openCgroups(instanceId: string, logger: Logger): Promise<CgroupHost | null> {
+  const why: string[] = []
   try {
-    const v1 = await openV1(instanceId, logger)
-    if (v1) return v1
-    return await openV2(instanceId, logger)
+    const host = (await openV1(instanceId, logger, why)) ?? (await openV2(instanceId, logger, why))
+    if (host !== null) return host
   } catch (e) {
-    logger.warn({ err: e }, 'no usable cgroup; job memory and process limits are rlimits only')
-    return null
+    why.push((e as Error).message)
   }
+  logger.info(
+    { reasons: why },
+    'no usable cgroup: job memory and process limits are per-process rlimits only',
+  )
+  return null
 }
 
 function mounts(): Mount[] {
@@ -130,7 +134,11 @@ function placeOf(mount: Mount, ownPath: string | undefined, controller: string):
   return { controller, own: join(mount.point, ownPath.slice(root.length)) }
 }
 
-async function openV1(instanceId: string, logger: Logger): Promise<CgroupHost | null> {
+async function openV1(
+  instanceId: string,
+  logger: Logger,
+  why: string[],
+): Promise<CgroupHost | null> {
   const own = ownPaths()
   const places: Place[] = []
   for (const controller of ['memory', 'pids']) {
@@ -138,11 +146,18 @@ async function openV1(instanceId: string, logger: Logger): Promise<CgroupHost | 
     const place = mount && placeOf(mount, own.get(controller), controller)
     if (!place) continue
     try {
+      // Only root may write a v1 hierarchy (there is no delegation in v1).
+      await access(place.own, constants.W_OK)
+    } catch {
+      why.push(`${place.own} is not writable`)
+      continue
+    }
+    try {
       await sweepStale(join(place.own, FOLDER), logger)
       await mkdir(join(place.own, FOLDER, instanceId), { recursive: true })
       places.push(place)
     } catch (e) {
-      logger.warn({ err: e, cgroup: place.own }, `cannot create ${controller} cgroups for jobs`)
+      why.push(`${controller}: ${(e as Error).message}`)
     }
   }
   if (places.length === 0) return null
@@ -211,15 +226,22 @@ class V1Cgroup implements JobCgroup {
   }
 }
 
-async function openV2(instanceId: string, logger: Logger): Promise<CgroupHost | null> {
+async function openV2(
+  instanceId: string,
+  logger: Logger,
+  why: string[],
+): Promise<CgroupHost | null> {
   const mount = mounts().find((m) => m.fstype === 'cgroup2')
   const place = mount && placeOf(mount, ownPaths().get('unified'), 'unified')
-  if (!place) return null
+  if (!place) {
+    why.push('no cgroup v2 hierarchy')
+    return null
+  }
   // An earlier sandbox of this process may already have moved the worker into its leaf.
   const own = place.own.endsWith(`/${WORKER_LEAF}`) ? join(place.own, '..') : place.own
   const controllers = (await readFile(join(own, 'cgroup.controllers'), 'utf8')).split(/\s+/)
   if (!controllers.includes('memory') || !controllers.includes('pids')) {
-    logger.info({ cgroup: own }, 'cgroup v2 offers no memory and pids controllers here')
+    why.push(`cgroup v2 at ${own} offers no memory and pids controllers`)
     return null
   }
   await enableControllers(own, true)

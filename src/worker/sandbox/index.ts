@@ -13,29 +13,21 @@ import {
   type Logger,
   type SandboxMode,
 } from '../../core/types.ts'
-import {
-  bwrapArgs,
-  etcFiles,
-  NOBODY_ID,
-  SCRATCH_IN_SANDBOX,
-  sandboxInitPid,
-  systemMounts,
-  visibleInSandbox,
-} from './bwrap.ts'
+import { etcFiles, NOBODY_ID, sandboxInitPid, systemMounts, visibleInSandbox } from './bwrap.ts'
 import { type CgroupHits, type CgroupHost, type JobCgroup, openCgroups } from './cgroup.ts'
 import { newAttemptId, newInstanceId } from './instance-id.ts'
 import { type JobUser, resolveJobUser } from './job-user.ts'
+import {
+  BWRAP_PROCESSES,
+  bwrapLaunch,
+  type LaunchContext,
+  noneLaunch,
+  rlimitsLaunch,
+} from './launch.ts'
 import { plainVerdict, result } from './none.ts'
 import { bwrapKnows, explainProbeFailure, findProgram } from './probe.ts'
-import {
-  type CommandResult,
-  type ProcessSpec,
-  runProcess,
-  type SignalJob,
-  type StopOptions,
-  signalProcessGroup,
-} from './process.ts'
-import { type HardLimits, prlimitArgs, readHardLimits } from './rlimits.ts'
+import { type CommandResult, runProcess, type StopOptions } from './process.ts'
+import { type HardLimits, readHardLimits } from './rlimits.ts'
 import { removeStaleScratch, ScratchArea, scratchRootDefault } from './scratch.ts'
 import { sandboxVerdict } from './verdict.ts'
 
@@ -89,17 +81,8 @@ export function sandboxSettingsFromConfig(
   }
 }
 
-// What a job finds on PATH: the system's folders, never the worker's (node_modules/.bin, ~/bin).
-const JOB_PATH = '/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin'
-
 // The probe command and how long it may take (a cold bwrap start is ~10 ms).
 const PROBE_TIMEOUT_MS = 10_000
-
-// bwrap's own two processes (its monitor outside, its init inside) count in the job's cgroup.
-const BWRAP_PROCESSES = 2
-
-// Joins the cgroups given before `--`, then becomes the rest: the job cannot fork before it is in.
-const JOIN_CGROUPS = `for f do shift; [ "$f" = -- ] && break; echo $$ > "$f" || { echo "pgsched: cannot join the job's cgroup $f" >&2; exit 125; }; done; exec "$@"`
 
 const MIB = 1024 * 1024
 
@@ -266,21 +249,14 @@ class SandboxImpl implements Sandbox {
           pidsMax: limits.max_processes + overhead,
         })
       }
+      const request = { ...opts, limits, scratch, cgroup }
       if (this.mode === 'none') {
-        const end = await runProcess({
-          ...opts,
-          file: '/bin/sh',
-          args: ['-c', opts.command],
-          env: { ...inheritedEnv(['PATH', 'LANG', 'TZ']), HOME: scratch, ...opts.env },
-          cwd: scratch,
-        })
-        return plainVerdict(end, opts.timeoutMs)
+        return plainVerdict(await runProcess(noneLaunch(request)), opts.timeoutMs)
       }
-      const spec =
-        this.mode === 'bwrap'
-          ? this.bwrapSpec(opts, limits, scratch, cgroup)
-          : this.rlimitsSpec(opts, limits, scratch, cgroup)
-      const end = await runProcess(spec)
+      const ctx = this.launchContext()
+      const end = await runProcess(
+        this.mode === 'bwrap' ? bwrapLaunch(ctx, request) : rlimitsLaunch(ctx, request),
+      )
       let hits: CgroupHits = { memory: false, processes: false }
       if (cgroup !== null) {
         await cgroup.killAll()
@@ -305,6 +281,18 @@ class SandboxImpl implements Sandbox {
     }
   }
 
+  private launchContext(): LaunchContext {
+    return {
+      programs: this.programs,
+      user: this.user as JobUser,
+      system: this.system,
+      etc: this.etc,
+      disableUserns: this.disableUserns,
+      hard: this.hard,
+      cgroups: this.cgroups && { memory: this.cgroups.memory, pids: this.cgroups.pids },
+    }
+  }
+
   private effectiveLimits(given: JobLimits): Required<JobLimits> | string {
     const limits = { ...this.settings.defaults }
     for (const field of JOB_LIMIT_FIELDS) {
@@ -317,160 +305,12 @@ class SandboxImpl implements Sandbox {
     }
     return limits
   }
-
-  // Root first joins the cgroups, then drops to the job user with no way back (no new privileges,
-  // no capabilities, no supplementary groups).
-  private head(cgroup: JobCgroup | null): string[] {
-    return cgroup === null
-      ? []
-      : ['/bin/sh', '-c', JOIN_CGROUPS, 'pgsched-join', ...cgroup.procsFiles, '--']
-  }
-
-  private dropUser(): string[] {
-    const u = this.user
-    if (u === null || !u.switchUser) return []
-    return [
-      this.programs.setpriv,
-      `--reuid=${u.uid}`,
-      `--regid=${u.gid}`,
-      '--clear-groups',
-      '--no-new-privs',
-      '--inh-caps=-all',
-      '--bounding-set=-all',
-      '--',
-    ]
-  }
-
-  private bwrapSpec(
-    opts: SandboxRunOptions,
-    limits: Required<JobLimits>,
-    scratch: string,
-    cgroup: JobCgroup | null,
-  ): ProcessSpec {
-    const user = this.user as JobUser
-    const infoFd = 3
-    const args = bwrapArgs({
-      system: this.system,
-      passwd: this.etc.passwd,
-      group: this.etc.group,
-      scratch,
-      uid: user.switchUser ? user.uid : NOBODY_ID,
-      gid: user.switchUser ? user.gid : NOBODY_ID,
-      network: opts.network,
-      disableUserns: this.disableUserns,
-      env: { ...jobEnv(SCRATCH_IN_SANDBOX), ...opts.env },
-      infoFd,
-    })
-    // Inside, the job's processes count in its own user namespace: one more than it may have for
-    // bwrap's init, one more again so that the cgroup's pids.max (exact, and recorded) hits first.
-    const rlimits = prlimitArgs(
-      limits,
-      {
-        nproc: limits.max_processes + BWRAP_PROCESSES,
-        addressSpaceBytes: this.cgroups?.memory ? null : limits.memory_mb * MIB,
-      },
-      this.hard,
-    )
-    const argv = [
-      ...this.head(cgroup),
-      ...this.dropUser(),
-      this.programs.bwrap,
-      ...args,
-      '--',
-      this.programs.prlimit,
-      ...rlimits,
-      '--',
-      '/bin/sh',
-      '-c',
-      opts.command,
-    ]
-    const signalJob: SignalJob = (sig, state) => {
-      const init = sandboxInitPid(state.info)
-      if (!state.exited) {
-        if (init === null) {
-          // Not started yet: stop the chain itself; bwrap's init follows its parent.
-          signalProcessGroup(sig, state)
-        } else {
-          // The job's processes share the session of the sandbox's init, which ignores SIGTERM
-          // from outside; SIGKILL to the init ends the whole PID namespace.
-          try {
-            process.kill(sig === 'SIGTERM' ? -init : init, sig)
-          } catch {
-            // Gone already.
-          }
-        }
-      }
-      cgroup?.signalAll(sig, sig === 'SIGTERM' ? state.pid : undefined)
-    }
-    return {
-      ...opts,
-      file: argv[0] as string,
-      args: argv.slice(1),
-      env: { PATH: JOB_PATH },
-      cwd: '/',
-      infoPipe: true,
-      signalJob,
-    }
-  }
-
-  private rlimitsSpec(
-    opts: SandboxRunOptions,
-    limits: Required<JobLimits>,
-    scratch: string,
-    cgroup: JobCgroup | null,
-  ): ProcessSpec {
-    const user = this.user as JobUser
-    // RLIMIT_NPROC counts every process of the user, all its jobs together: only a root worker's
-    // dedicated job user gets it, and only when no pids cgroup counts per job.
-    const nproc = user.switchUser && !this.cgroups?.pids ? limits.max_processes : null
-    const rlimits = prlimitArgs(
-      limits,
-      { nproc, addressSpaceBytes: this.cgroups?.memory ? null : limits.memory_mb * MIB },
-      this.hard,
-    )
-    const argv = [
-      ...this.head(cgroup),
-      this.programs.prlimit,
-      ...rlimits,
-      '--',
-      ...this.dropUser(),
-      '/bin/sh',
-      '-c',
-      opts.command,
-    ]
-    const signalJob: SignalJob = (sig, state) => {
-      signalProcessGroup(sig, state)
-      // A process that left the group (setsid) is still in the cgroup.
-      cgroup?.signalAll(sig)
-    }
-    return {
-      ...opts,
-      file: argv[0] as string,
-      args: argv.slice(1),
-      env: { ...jobEnv(scratch), TMPDIR: scratch, ...opts.env },
-      cwd: scratch,
-      signalJob,
-    }
-  }
 }
 
 function need(program: string, hint: string): string {
   const path = findProgram(program)
   if (path === null) throw new Error(`${program} not found; ${hint}`)
   return path
-}
-
-function jobEnv(home: string): Record<string, string> {
-  return { PATH: JOB_PATH, HOME: home, LANG: 'C.UTF-8', ...inheritedEnv(['LANG', 'TZ']) }
-}
-
-function inheritedEnv(keys: readonly string[]): Record<string, string> {
-  const env: Record<string, string> = {}
-  for (const key of keys) {
-    const value = process.env[key]
-    if (value !== undefined) env[key] = value
-  }
-  return env
 }
 
 function failed(error: string): CommandResult {
