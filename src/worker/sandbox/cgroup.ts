@@ -214,8 +214,7 @@ class V1Cgroup implements JobCgroup {
     const memory = this.dirs.get('memory')
     const pids = this.dirs.get('pids')
     return {
-      memory:
-        memory !== undefined && (await counter(join(memory, 'memory.oom_control'), 'oom_kill')) > 0,
+      memory: memory !== undefined && (await oomKilled(memory)),
       processes: pids !== undefined && (await counter(join(pids, 'pids.events'), 'max')) > 0,
     }
   }
@@ -363,6 +362,17 @@ async function killUntilEmpty(
     signalPids(pids, 'SIGKILL')
     await new Promise((r) => setTimeout(r, EMPTY_POLL_MS))
   }
+}
+
+// oom_kill came with Linux 4.13; before it, failcnt (allocations refused at the limit) is the
+// best sign, though page cache reclaim at the limit counts there too.
+async function oomKilled(dir: string): Promise<boolean> {
+  const control = await readFile(join(dir, 'memory.oom_control'), 'utf8').catch(() => '')
+  if (/^oom_kill /m.test(control)) {
+    return (await counter(join(dir, 'memory.oom_control'), 'oom_kill')) > 0
+  }
+  const failcnt = await readFile(join(dir, 'memory.failcnt'), 'utf8').catch(() => '0')
+  return failcnt.trim() !== '0'
 }
 
 async function counter(file: string, key: string): Promise<number> {

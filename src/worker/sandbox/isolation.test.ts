@@ -246,6 +246,38 @@ describe('bwrap mode: a job', () => {
     expect(res).toMatchObject({ outcome: 'succeeded', output: "connected b'hello'\n" })
   })
 
+  it('sees only the system, its scratch folder, its own /tmp, /proc and /dev, and a minimal /etc', async () => {
+    const res = await b.sandbox.run({
+      command: 'ls / /etc',
+      timeoutMs: 10_000,
+      limits: {},
+      network: false,
+    })
+    const hostLibs = ['lib', 'lib32', 'lib64', 'libx32'].filter((d) => existsSync(`/${d}`))
+    const root = ['bin', 'dev', 'etc', ...hostLibs, 'proc', 'sbin', 'scratch', 'tmp', 'usr'].sort()
+    const etc = [
+      'alternatives',
+      'group',
+      'hosts',
+      'ld.so.cache',
+      'localtime',
+      'nsswitch.conf',
+      'passwd',
+    ]
+    expect(res.output).toBe(`/:\n${root.join('\n')}\n\n/etc:\n${etc.join('\n')}\n`)
+  })
+
+  it('cannot make a user namespace of its own (and with it, capabilities)', async () => {
+    const res = await b.sandbox.run({
+      command: 'unshare -Ur id -u',
+      timeoutMs: 10_000,
+      limits: {},
+      network: false,
+    })
+    expect(res.outcome).toBe('failed')
+    expect(res.output).toContain('unshare failed')
+  })
+
   it('sees neither the files nor the processes of another job running at the same time', async () => {
     const m = marker()
     const ac = new AbortController()
