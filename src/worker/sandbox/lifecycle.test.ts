@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -91,5 +91,63 @@ describe('stop()', () => {
     })
     expect(after).toMatchObject({ outcome: 'failed' })
     await b.close()
+  })
+})
+
+// Runs the stand-in worker in a private mount namespace where /usr/bin/bwrap is `replacement`.
+async function workerWithBwrap(replacement: string): Promise<{ ready: string; error: string }> {
+  const scratchRoot = mkdtempSync(join(tmpdir(), 'pgsched-sandbox-test-'))
+  try {
+    const script = `mount --bind "$1" /usr/bin/bwrap && exec "$2" "$3" bwrap "$4" 'echo ran'`
+    const child = spawn(
+      'unshare',
+      ['-m', 'sh', '-c', script, 'sh', replacement, process.execPath, FIXTURE, scratchRoot],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    )
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString()
+    })
+    await new Promise((resolve) => child.on('close', resolve))
+    const [ready, result] = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+    expect(result).toMatchObject({ outcome: 'failed', output: '' })
+    return { ready: ready.ready, error: result.error }
+  } finally {
+    rmSync(scratchRoot, { recursive: true, force: true })
+  }
+}
+
+describe('bwrap mode on a machine where it cannot work', () => {
+  it('says that bwrap is missing and fails jobs instead of running them unsandboxed', async () => {
+    // Bound over bwrap, /dev/null is not executable: as good as absent.
+    const { ready, error } = await workerWithBwrap('/dev/null')
+    expect(ready).toBe(
+      'unavailable: bwrap not found; install the Debian package bubblewrap or set PGSCHED_SANDBOX=rlimits',
+    )
+    expect(error).toContain('bwrap not found')
+  })
+
+  it('says why the probe sandbox failed when user namespaces are refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgsched-fake-bwrap-'))
+    try {
+      const fake = join(dir, 'bwrap')
+      writeFileSync(
+        fake,
+        '#!/bin/sh\necho "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n',
+        {
+          mode: 0o755,
+        },
+      )
+      const { ready, error } = await workerWithBwrap(fake)
+      expect(ready).toMatch(
+        /^unavailable: bwrap cannot start a job here \(the sandbox failed to start: bwrap: setting up uid map: Permission denied\); unprivileged user namespaces look disabled/,
+      )
+      expect(error).toContain('setting up uid map')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
