@@ -16,7 +16,7 @@ import type { Logger } from './core/types.ts'
 import { silentLogger } from './core/types.ts'
 import { createSql } from './db/client.ts'
 import { Worker } from './worker/index.ts'
-import { KILL_GRACE_MS_DEFAULT } from './worker/sandbox.ts'
+import { KILL_GRACE_MS_DEFAULT, type SandboxSettings } from './worker/sandbox.ts'
 import type { TaskRegistry } from './worker/tasks.ts'
 
 export { createApp } from './api/app.ts'
@@ -28,6 +28,7 @@ export { createSql } from './db/client.ts'
 export { jobSubmit } from './db/queries/jobs.ts'
 export { migrateAll } from './runtime/bootstrap.ts'
 export { Scheduler } from './scheduler/index.ts'
+export { type SandboxSettings, sandboxSettingsFromConfig } from './worker/sandbox.ts'
 export type { TaskContext, TaskHandler, TaskRegistry } from './worker/tasks.ts'
 export { loadTasksFolder } from './worker/tasks.ts'
 export { Worker }
@@ -46,6 +47,8 @@ export interface StartWorkerOptions {
   heartbeatIntervalMs?: number
   /** @see WorkerOptions.shutdownGraceMs */
   shutdownGraceMs?: number
+  /** How command jobs are isolated and limited. @see WorkerOptions.sandbox */
+  sandbox?: SandboxSettings
 }
 
 /** Starts a worker with programmatically registered task handlers; stop() closes it all. */
@@ -62,6 +65,7 @@ export async function startWorker(
     logger: o.logger ?? silentLogger,
     heartbeatIntervalMs: o.heartbeatIntervalMs,
     shutdownGraceMs: o.shutdownGraceMs,
+    sandbox: o.sandbox,
   })
   await worker.start()
   return {

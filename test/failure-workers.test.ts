@@ -30,6 +30,9 @@ beforeAll(async () => {
     PGSCHED_LEADER_POLL_SECONDS: '1',
     PGSCHED_KILL_GRACE_SECONDS: '1',
     PGSCHED_LOG_LEVEL: 'info',
+    // These tests are about the worker's life, not isolation (test/isolation.test.ts): commands
+    // record their host process groups in a host file, which a sandboxed job could not reach.
+    PGSCHED_SANDBOX: 'none',
   }
   services.push(await startPgsched('scheduler', env))
 })
