@@ -9,7 +9,6 @@ export {
   type SandboxSettings,
   sandboxSettingsFromConfig,
 } from './sandbox/index.ts'
-export { type CommandOptions, runCommand } from './sandbox/none.ts'
 export {
   type CommandResult,
   KILL_GRACE_MS_DEFAULT,
