@@ -2,6 +2,8 @@
  * @module REST submissions, group-committed (db/group-commit.ts): requests that arrive together
  * share a transaction, and each is answered after its commit.
  */
+import { PgschedError } from '../core/errors.ts'
+import { payloadProblem } from '../core/schemas.ts'
 import type { Job } from '../core/types.ts'
 import type { Sql, SqlPool } from '../db/client.ts'
 import { eachInTransaction, GroupCommit } from '../db/group-commit.ts'
@@ -46,11 +48,37 @@ const submitGroup = eachInTransaction(submitOne, {
   after: (tx) => tx`SELECT pgsched._enqueue_deferred()`,
 })
 
+/**
+ * Refuses (400) a submission whose statement could fail to build: a payload JSON.stringify cannot
+ * serialize (too deep for the stack, a bigint, a cycle) or an invalid run_at Date. Such a failure
+ * inside a shared transaction is never reported and would hold the group up (db/group-commit.ts);
+ * the request schema refuses these already, this holds for any caller.
+ */
+export function checkSubmitCall(c: SubmitCall): void {
+  const { payload, run_at } = c.submission
+  const problem = payload === undefined ? undefined : payloadProblem(payload)
+  if (problem) invalid('payload', problem)
+  if (run_at != null && !(run_at instanceof Date && Number.isFinite(run_at.getTime())))
+    invalid('run_at', 'is not a valid time')
+}
+
+function invalid(field: string, message: string): never {
+  throw new PgschedError('validation', `${field}: ${message}`, { errors: [{ field, message }] })
+}
+
+/**
+ * How long a group of submissions may take to write: well under the API's request timeout
+ * (middleware/breaker.ts, 10 s), so its callers hear why rather than a 503 for everyone.
+ */
+export const SUBMIT_SETTLE_TIMEOUT_MS = 5000
+
 /** One per app. A repeated idempotency key waits for a later transaction, so its answer can tell
  * "created" from "returned the earlier job". */
 export function submitBatcher(sql: SqlPool): GroupCommit<SubmitCall, Submitted> {
   return new GroupCommit(sql, submitGroup, {
     keyOf: (c) =>
       c.submission.idempotency_key ? `${c.owner}\u0000${c.submission.idempotency_key}` : undefined,
+    check: checkSubmitCall,
+    settleTimeoutMs: SUBMIT_SETTLE_TIMEOUT_MS,
   })
 }

@@ -19,6 +19,83 @@ const laneName = z
 
 const jobId = z.int().min(1).max(Number.MAX_SAFE_INTEGER)
 
+/** Deepest nesting of arrays and objects in a task payload. */
+export const PAYLOAD_MAX_DEPTH = 32
+/** Largest task payload, as UTF-8 JSON text. */
+export const PAYLOAD_MAX_BYTES = 256 * 1024
+/** Earliest time a request may give (run_at); Postgres stores earlier ones, pgsched has no use for them. */
+export const TIME_MIN = '1970-01-01T00:00:00Z'
+/** Latest time a request may give: the last with a four-digit year. */
+export const TIME_MAX = '9999-12-31T23:59:59.999Z'
+
+/**
+ * Why a string cannot be stored as Postgres text, or undefined: Postgres refuses NUL, and an
+ * unpaired UTF-16 surrogate has no UTF-8 form (in JSON it fails as jsonb).
+ */
+export function textProblem(s: string): string | undefined {
+  if (s.includes('\u0000')) return 'must not contain NUL characters (\\u0000)'
+  if (!s.isWellFormed()) return 'must be valid Unicode (it has an unpaired surrogate)'
+  return undefined
+}
+
+/**
+ * Why `value` is not a task payload pgsched can store, or undefined: nested deeper than
+ * PAYLOAD_MAX_DEPTH, holding what JSON cannot (a bigint, Infinity) or Postgres cannot (NUL), or
+ * larger than PAYLOAD_MAX_BYTES. The walk is iterative, so no depth exhausts the stack, and the
+ * depth is checked before anything serializes the value (JSON.stringify recurses).
+ */
+export function payloadProblem(value: unknown): string | undefined {
+  const todo: [unknown, number][] = [[value, 0]]
+  let seen = 0
+  while (todo.length > 0) {
+    const [v, depth] = todo.pop()!
+    // Each value takes a byte of JSON at least; this also bounds a value that shares parts.
+    if (++seen > PAYLOAD_MAX_BYTES) return `is larger than ${PAYLOAD_MAX_BYTES} bytes of JSON`
+    if (v === null || typeof v === 'boolean') continue
+    if (typeof v === 'string') {
+      const problem = textProblem(v)
+      if (problem) return `has a string that ${problem}`
+      continue
+    }
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) return 'has a number JSON cannot hold'
+      continue
+    }
+    if (typeof v !== 'object') return `has a value JSON cannot hold (${typeof v})`
+    if (depth >= PAYLOAD_MAX_DEPTH) return `is nested deeper than ${PAYLOAD_MAX_DEPTH} levels`
+    if (Array.isArray(v)) {
+      for (const e of v) todo.push([e, depth + 1])
+      continue
+    }
+    const proto = Object.getPrototypeOf(v)
+    if (proto !== Object.prototype && proto !== null) return 'has a value JSON cannot hold'
+    for (const [k, e] of Object.entries(v)) {
+      const problem = textProblem(k)
+      if (problem) return `has a key that ${problem}`
+      todo.push([e, depth + 1])
+    }
+  }
+  const bytes = new TextEncoder().encode(JSON.stringify(value)).length
+  if (bytes > PAYLOAD_MAX_BYTES)
+    return `is larger than ${PAYLOAD_MAX_BYTES} bytes of JSON (${bytes})`
+  return undefined
+}
+
+// A string Postgres can store as text (see textProblem).
+function storable<T extends z.ZodString>(schema: T): T {
+  return schema.superRefine((s, ctx) => {
+    const message = textProblem(s)
+    if (message) ctx.addIssue({ code: 'custom', message })
+  }) as T
+}
+
+// A time in requests: ISO 8601 with an offset, between TIME_MIN and TIME_MAX.
+const requestTime = z.iso.datetime({ offset: true }).superRefine((s, ctx) => {
+  const t = Date.parse(s)
+  if (!(t >= Date.parse(TIME_MIN) && t <= Date.parse(TIME_MAX)))
+    ctx.addIssue({ code: 'custom', message: `must be between ${TIME_MIN} and ${TIME_MAX}` })
+})
+
 /** Resource limits of a command job; the admin's ceilings are checked by the SQL functions. */
 export const JobLimitsSchema = z
   .strictObject({
@@ -42,13 +119,22 @@ export const JobLimitsSchema = z
 
 // The fields of a submission, shared by POST /v1/jobs and each job of a batch.
 const submissionFields = z.strictObject({
-  name: z.string().trim().min(1, 'is required').max(200),
-  command: z.string().min(1).max(100_000).optional(),
+  name: storable(z.string().trim().min(1, 'is required').max(200)),
+  command: storable(z.string().min(1).max(100_000)).optional(),
   task: laneName.optional(),
-  payload: z.unknown().meta({ description: 'JSON given to the task handler' }).optional(),
-  schedule: z.string().min(1).max(200).optional(),
-  timezone: z.string().min(1).max(100).optional(),
-  run_at: z.iso.datetime({ offset: true }).optional(),
+  payload: z
+    .unknown()
+    .superRefine((v, ctx) => {
+      const message = v === undefined ? undefined : payloadProblem(v)
+      if (message) ctx.addIssue({ code: 'custom', message })
+    })
+    .meta({
+      description: `JSON given to the task handler: at most ${PAYLOAD_MAX_DEPTH} levels deep and ${PAYLOAD_MAX_BYTES / 1024} KiB`,
+    })
+    .optional(),
+  schedule: storable(z.string().min(1).max(200)).optional(),
+  timezone: storable(z.string().min(1).max(100)).optional(),
+  run_at: requestTime.optional(),
   priority: z.int().min(1).max(10).default(5),
   max_retries: z.int().min(0).max(100).default(3),
   backoff_base_seconds: z.int().min(0).max(86_400).default(60),
@@ -112,17 +198,24 @@ export const JobSubmissionSchema = submissionFields
   .superRefine(checkSubmission)
   .meta({ id: 'JobSubmission' })
 
+/** Headers of POST /v1/jobs. */
+export const SubmissionHeadersSchema = z.object({
+  'idempotency-key': storable(z.string().min(1).max(200)).optional().meta({
+    description: 'The same key from the same user returns the first job (200) instead of a new one',
+  }),
+})
+
 /** Most jobs one batch may hold. */
 export const BATCH_MAX_JOBS = 1000
 
 /** One job of POST /v1/jobs/batch. */
 export const BatchJobSchema = submissionFields
   .extend({
-    ref: z.string().min(1).max(100).optional().meta({
+    ref: storable(z.string().min(1).max(100)).optional().meta({
       description: 'a name for this job within the batch, for depends_on of other jobs',
     }),
     depends_on: z
-      .array(z.union([jobId, z.string().min(1).max(100)]))
+      .array(z.union([jobId, storable(z.string().min(1).max(100))]))
       .max(100)
       .optional()
       .meta({ description: 'ids of existing jobs, and refs of jobs in this batch' }),
@@ -140,8 +233,8 @@ export const JobPatchSchema = z
   .strictObject({
     status: z.enum(['paused', 'active']).optional(),
     priority: z.int().min(1).max(10).optional(),
-    schedule: z.string().min(1).max(200).optional(),
-    timezone: z.string().min(1).max(100).optional(),
+    schedule: storable(z.string().min(1).max(200)).optional(),
+    timezone: storable(z.string().min(1).max(100)).optional(),
   })
   .refine((b) => Object.keys(b).length > 0, {
     message: 'give at least one of status, priority, schedule',
@@ -234,7 +327,7 @@ export const PageQuerySchema = z.object({
 /** Query of GET /v1/jobs. */
 export const JobListQuerySchema = PageQuerySchema.extend({
   status: z.enum(JOB_STATUSES).optional(),
-  name: z.string().min(1).max(200).optional(),
+  name: storable(z.string().min(1).max(200)).optional(),
 })
 
 /** Path parameter `id`. */
@@ -319,7 +412,7 @@ export const DegradationChangeSchema = z
   .strictObject({
     mode: z.enum(['auto', 'manual']),
     level: z.int().min(0).max(4).optional(),
-    reason: z.string().min(1).max(500).optional(),
+    reason: storable(z.string().min(1).max(500)).optional(),
     warn_queue_depth: z.int().min(1).optional(),
     critical_queue_depth: z.int().min(2).optional(),
   })
