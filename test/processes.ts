@@ -3,6 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
+import { fileURLToPath } from 'node:url'
 
 import { startEmbeddedPostgres } from '../src/runtime/embedded-postgres.ts'
 
@@ -51,22 +52,34 @@ export interface Service {
   exited: Promise<number | null>
 }
 
-/** Starts `command` and waits until its output includes `ready`. */
+/**
+ * Starts `command` and waits until its output includes `ready`. With `options.inheritEnv` false,
+ * `env` is the whole environment (not added to this process's); `options.cwd` is its folder;
+ * with `options.failOnExit`, an exit before `ready` fails at once instead of at the time limit.
+ */
 export async function startService(
   command: string,
   args: string[],
   env: Record<string, string>,
   ready: string,
   timeoutMs = 20_000,
+  options: { cwd?: string; inheritEnv?: boolean; failOnExit?: boolean } = {},
 ): Promise<Service> {
   const child = spawn(command, args, {
-    env: { ...process.env, ...env },
+    env: options.inheritEnv === false ? env : { ...process.env, ...env },
+    cwd: options.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let logs = ''
   child.stdout!.on('data', (d) => (logs += d))
   child.stderr!.on('data', (d) => (logs += d))
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+  let exitCode: number | null | undefined
+  const exited = new Promise<number | null>((r) =>
+    child.once('exit', (code) => {
+      exitCode = code
+      r(code)
+    }),
+  )
   const service: Service = {
     child,
     logs: () => logs,
@@ -78,7 +91,12 @@ export async function startService(
   }
   try {
     await waitFor(
-      () => logs.includes(ready),
+      () => {
+        if (options.failOnExit && exitCode !== undefined && !logs.includes(ready)) {
+          throw new Error(`${command} exited (${exitCode}) before printing "${ready}":\n${logs}`)
+        }
+        return logs.includes(ready)
+      },
       timeoutMs,
       () => `${command} to print "${ready}"; output:\n${logs}`,
     )
@@ -149,4 +167,79 @@ export async function startTemporaryPostgres(
       rmSync(dir, { recursive: true, force: true })
     },
   }
+}
+
+/** The CLI's entry point, absolute: CLI tests run it from other folders. */
+export const CLI = fileURLToPath(new URL('../src/runtime/node.ts', import.meta.url))
+
+/**
+ * This process's environment without pgsched's settings (DATABASE_URL, PORT, PGSCHED_*) or the
+ * test server's, plus `env`: a CLI run sees no configuration but what its test gives it.
+ */
+export function cliEnv(env: Record<string, string> = {}): Record<string, string> {
+  const base = Object.entries(process.env).filter(
+    ([k, v]) =>
+      v !== undefined &&
+      !k.startsWith('PGSCHED_') &&
+      !['DATABASE_URL', 'TEST_DATABASE_URL', 'PORT'].includes(k),
+  ) as [string, string][]
+  return { ...Object.fromEntries(base), ...env }
+}
+
+/** What a finished CLI run printed, and how it ended. */
+export interface CliResult {
+  /** Exit code; null when killed (at the time limit). */
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/**
+ * Runs `pgsched ...args` with the pinned Node (`process.execPath`, vitest's own) and the
+ * environment of {@link cliEnv}; kills it after `timeoutMs`.
+ */
+export function runCli(
+  args: string[],
+  o: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; cli?: string } = {},
+): Promise<CliResult> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [o.cli ?? CLI, ...args], {
+      env: cliEnv(o.env),
+      cwd: o.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout!.on('data', (d) => (stdout += d))
+    child.stderr!.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30_000)
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      done({ code, stdout, stderr })
+    })
+  })
+}
+
+/**
+ * Starts `pgsched ...args` (by default `start`) as {@link runCli} does and waits until it prints
+ * `ready` (by default the admin token line, printed last by `start`).
+ */
+export function startCli(
+  args: string[],
+  o: {
+    env?: Record<string, string>
+    cwd?: string
+    ready?: string
+    timeoutMs?: number
+    cli?: string
+  } = {},
+): Promise<Service> {
+  return startService(
+    process.execPath,
+    [o.cli ?? CLI, ...args],
+    cliEnv(o.env),
+    o.ready ?? 'admin token',
+    o.timeoutMs ?? 60_000,
+    { cwd: o.cwd, inheritEnv: false, failOnExit: true },
+  )
 }

@@ -3,32 +3,60 @@
  * or embedded), the JWT secret (configured, or generated once in dev), and migrate.
  */
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 
-import type { PgschedConfig } from '../core/config.ts'
+import { DATA_DIR_DEFAULT, type PgschedConfig } from '../core/config.ts'
 import { PgschedError } from '../core/errors.ts'
 import { createSql } from '../db/client.ts'
 import { migrate } from '../db/migrator.ts'
 import { migrateExecutor } from '../worker/migrate.ts'
-import { startEmbeddedPostgres } from './embedded-postgres.ts'
+import { embeddedDataDir, readOrCreateSecret, startEmbeddedPostgres } from './embedded-postgres.ts'
 
 /** The database a process uses, and how to let it go. */
 export interface Database {
   url: string
   /** True when pgsched runs its own embedded server (dev mode). */
   embedded: boolean
+  /** The data folder of the embedded server, absolute; undefined with DATABASE_URL. */
+  dataDir?: string
   stop(): Promise<void>
 }
 
-/** Uses DATABASE_URL, or starts embedded PostgreSQL under the data folder. */
-export async function openDatabase(config: PgschedConfig): Promise<Database> {
+/**
+ * The data folder of the embedded server: PGSCHED_DATA_DIR (default `.pgsched`), made absolute,
+ * or as root, when the `postgres` user cannot reach the default one, a folder of its own under
+ * /var/lib/pgsched (`movedFrom` and `blockedAt` then say why). Creates nothing.
+ */
+export function dataFolder(config: PgschedConfig): {
+  dir: string
+  movedFrom?: string
+  blockedAt?: string
+} {
+  return embeddedDataDir(config.dataDir, config.dataDir === DATA_DIR_DEFAULT)
+}
+
+/**
+ * Uses DATABASE_URL, or starts embedded PostgreSQL in the data folder. `onNotice` hears what is
+ * worth printing about it (a data folder moved, binaries copied).
+ */
+export async function openDatabase(
+  config: PgschedConfig,
+  onNotice?: (line: string) => void,
+): Promise<Database> {
   if (config.databaseUrl) return { url: config.databaseUrl, embedded: false, stop: async () => {} }
+  const { dir, movedFrom, blockedAt } = dataFolder(config)
+  if (movedFrom) {
+    onNotice?.(
+      `the postgres user, which runs the embedded server as root, cannot enter ${blockedAt}, so the data goes to ${dir} instead of ${movedFrom} (set PGSCHED_DATA_DIR to choose another folder)`,
+    )
+  }
   const server = await startEmbeddedPostgres({
-    dataDir: config.dataDir,
+    dataDir: dir,
     port: config.embeddedPgPort,
+    onNotice,
   })
-  return { url: server.url, embedded: true, stop: server.stop }
+  return { url: server.url, embedded: true, dataDir: dir, stop: server.stop }
 }
 
 /**
@@ -37,7 +65,7 @@ export async function openDatabase(config: PgschedConfig): Promise<Database> {
  */
 export function jwtSecret(
   config: PgschedConfig,
-  db: Pick<Database, 'embedded'>,
+  db: Pick<Database, 'embedded' | 'dataDir'>,
 ): string | undefined {
   if (config.jwtSecret) return config.jwtSecret
   if (!db.embedded) {
@@ -47,12 +75,10 @@ export function jwtSecret(
       'set PGSCHED_JWT_SECRET (32+ characters) or PGSCHED_JWKS_URL; the API never runs without auth',
     )
   }
-  const file = resolve(config.dataDir, 'jwt-secret')
-  if (!existsSync(file)) {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o711 })
-    writeFileSync(file, randomBytes(32).toString('base64url'), { mode: 0o600, flag: 'wx' })
-  }
-  return readFileSync(file, 'utf8').trim()
+  const dir = db.dataDir ?? dataFolder(config).dir
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const file = resolve(dir, 'jwt-secret')
+  return readOrCreateSecret(file, () => randomBytes(32).toString('base64url'))!.value
 }
 
 /** Applies Graphile Worker's migrations, then pgsched's. */
