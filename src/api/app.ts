@@ -19,6 +19,15 @@ import type { TokenVerifier } from './tokens.ts'
 /** Largest request body the API reads: a command, payload and schedule fit with room to spare. */
 export const BODY_LIMIT_BYTES = 1024 * 1024
 
+/**
+ * Largest request header the API reads, and largest total of all of them: a bearer token from an
+ * identity provider fits with room to spare. Node's own limit is 16 KiB in all; a server that lets
+ * more through gets a problem+json 431 from here.
+ */
+export const HEADER_LIMIT_BYTES = 8 * 1024
+/** @see HEADER_LIMIT_BYTES */
+export const HEADERS_LIMIT_BYTES = 16 * 1024
+
 /** What the API needs. Internal seam: may change without notice. */
 export interface AppDeps {
   sql: SqlPool
@@ -48,6 +57,21 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.onError(onError(deps.logger))
   app.notFound((c) => problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`))
 
+  app.use('*', async (c, next) => {
+    let total = 0
+    for (const [name, value] of c.req.raw.headers) {
+      const size = name.length + value.length
+      total += size
+      if (size > HEADER_LIMIT_BYTES || total > HEADERS_LIMIT_BYTES) {
+        const detail =
+          size > HEADER_LIMIT_BYTES
+            ? `the ${name} header is larger than ${HEADER_LIMIT_BYTES} bytes`
+            : `the request headers are larger than ${HEADERS_LIMIT_BYTES} bytes in all`
+        return problem(c, 'header_too_large', detail, [{ field: name, message: 'too large' }])
+      }
+    }
+    await next()
+  })
   registerHealthRoutes(app, deps.sql)
   app.use('/v1/*', authenticate(deps.verifyToken))
   app.use(

@@ -40,6 +40,17 @@ export function requireRole(p: Principal, action: Action): void {
   }
 }
 
+/**
+ * Route middleware: 403 unless the principal may do `action`. It runs before the route's request
+ * validation, so a caller without the role learns nothing about what a valid body would be.
+ */
+export function allow(action: Action): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    requireRole(c.get('principal'), action)
+    await next()
+  }
+}
+
 /** The owner a principal's listings are limited to; undefined (everyone's) for an admin. */
 export function ownerScope(p: Principal): string | undefined {
   return p.roles.includes('admin') ? undefined : p.sub

@@ -15,6 +15,8 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   not_found: 404,
   conflict: 409,
   too_large: 413,
+  header_too_large: 431,
+  unsupported_media_type: 415,
   rate_limited: 429,
   unavailable: 503,
   config: 500,
@@ -29,6 +31,8 @@ const TITLE: Record<ErrorCode, string> = {
   not_found: 'Not found',
   conflict: 'Conflict',
   too_large: 'Content too large',
+  header_too_large: 'Request header fields too large',
+  unsupported_media_type: 'Unsupported media type',
   rate_limited: 'Too many requests',
   unavailable: 'Service unavailable',
   config: 'Server misconfigured',
@@ -84,6 +88,13 @@ export function fieldErrors(error: z.ZodError): FieldError[] {
   })
 }
 
+/**
+ * SQLSTATEs raised by a value the client sent, should one get past the request schemas: invalid
+ * byte sequence (a NUL in text), datetime out of range, stack depth exceeded (deep JSON),
+ * unsupported Unicode escape (\u0000 in jsonb).
+ */
+const DATA_ERRORS = new Set(['22021', '22008', '54001', '22P05'])
+
 /** A Postgres error as postgres.js raises it. */
 interface PgError {
   code?: string
@@ -100,9 +111,22 @@ export function onError(logger: Logger): ErrorHandler {
     }
     if (err instanceof HTTPException) {
       if (err.status === 400) return problem(c, 'validation', 'the request body is not valid JSON')
-      return err.getResponse()
+      if (err.status === 415)
+        return problem(c, 'unsupported_media_type', 'send the body as application/json')
+      if (err.status === 401) return problem(c, 'unauthorized', err.message)
+      if (err.status === 413) return problem(c, 'too_large', err.message)
+      logger.error({ err, path: c.req.path }, 'api: unexpected HTTP exception')
+      return problem(c, 'internal', 'an internal error occurred')
     }
     const pg = err as PgError
+    // Values the request schemas should have refused but the database did: still the client's.
+    if (pg.code !== undefined && DATA_ERRORS.has(pg.code)) {
+      // A gap in the request schemas: worth knowing, but the client's error all the same.
+      logger.warn({ code: pg.code, path: c.req.path }, 'api: the database refused a request value')
+      const field = pg.column_name ?? '(body)'
+      const message = `is not a value the database can store (${pg.message})`
+      return problem(c, 'validation', `${field}: ${message}`, [{ field, message }])
+    }
     if (pg.code === PG_ERROR.invalidParameter) {
       const field = pg.column_name ?? '(body)'
       const message = pg.message.replace(/^pgsched: [^:]+: /, '')

@@ -6,7 +6,7 @@ import type { Logger } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import { degradationEvents, degradationGet, degradationSet } from '../../db/queries/degradation.ts'
 import type { LoadShedding } from '../load-shedding.ts'
-import { type AppEnv, requireRole } from '../middleware/auth.ts'
+import { type AppEnv, allow } from '../middleware/auth.ts'
 import { jsonResponse, problemResponses, security } from '../openapi.ts'
 import { jsonify } from '../serialize.ts'
 
@@ -30,10 +30,10 @@ export function registerAdminRoutes(
       path: '/v1/admin/degradation',
       summary: 'The degradation level, how it is set, the queue depth and the latest changes',
       security,
+      middleware: [allow('operate')],
       responses: { 200: jsonResponse(DegradationSchema, 'The state'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'operate')
       return c.json(await state(sql), 200)
     },
   )
@@ -45,6 +45,7 @@ export function registerAdminRoutes(
       summary:
         'Set a manual level (0-4) or the automatic mode, and optionally the queue depth thresholds',
       security,
+      middleware: [allow('operate')],
       request: {
         body: {
           content: { 'application/json': { schema: DegradationChangeSchema } },
@@ -55,7 +56,6 @@ export function registerAdminRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'operate')
       const change = c.req.valid('json')
       const d = await degradationSet(sql, change, p.sub)
       shed.forget()

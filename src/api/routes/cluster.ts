@@ -6,7 +6,7 @@ import { SchedulerSchema, WorkerSchema } from '../../core/schemas.ts'
 import type { SqlPool } from '../../db/client.ts'
 import { leaderStatus } from '../../db/queries/leader.ts'
 import { workerList } from '../../db/queries/workers.ts'
-import { type AppEnv, requireRole } from '../middleware/auth.ts'
+import { type AppEnv, allow } from '../middleware/auth.ts'
 import { baseProblems, jsonResponse, security } from '../openapi.ts'
 import { jsonify } from '../serialize.ts'
 
@@ -19,13 +19,13 @@ export function registerClusterRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): v
       summary:
         'List worker processes: live ones first, then those stopped or declared dead in the last day',
       security,
+      middleware: [allow('read')],
       responses: {
         200: jsonResponse(z.object({ items: z.array(WorkerSchema) }), 'The workers'),
         ...baseProblems,
       },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'read')
       return c.json({ items: (await workerList(sql)).map(jsonify) }, 200)
     },
   )
@@ -36,13 +36,13 @@ export function registerClusterRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): v
       path: '/v1/scheduler',
       summary: 'Show the scheduler leader, its term, and when it took over',
       security,
+      middleware: [allow('read')],
       responses: {
         200: jsonResponse(SchedulerSchema, 'The leadership'),
         ...baseProblems,
       },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'read')
       return c.json(jsonify(await leaderStatus(sql)), 200)
     },
   )

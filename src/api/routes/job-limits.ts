@@ -9,7 +9,7 @@ import {
   settingsJobLimits,
   settingsSetJobLimits,
 } from '../../db/queries/settings.ts'
-import { type AppEnv, requireRole } from '../middleware/auth.ts'
+import { type AppEnv, allow } from '../middleware/auth.ts'
 import { jsonResponse, problemResponses, security } from '../openapi.ts'
 
 const problems = problemResponses('resource', 'never')
@@ -30,10 +30,10 @@ export function registerJobLimitRoutes(
       path: '/v1/admin/job-limits',
       summary: 'The ceilings on what a command job may ask for in limits',
       security,
+      middleware: [allow('operate')],
       responses: { 200: jsonResponse(JobLimitCeilingsSchema, 'The ceilings'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'operate')
       return c.json(shown(await settingsJobLimits(sql)), 200)
     },
   )
@@ -44,6 +44,7 @@ export function registerJobLimitRoutes(
       path: '/v1/admin/job-limits',
       summary: 'Change ceilings on job limits (fields not given are kept)',
       security,
+      middleware: [allow('operate')],
       request: {
         body: {
           content: { 'application/json': { schema: JobLimitCeilingsChangeSchema } },
@@ -54,7 +55,6 @@ export function registerJobLimitRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'operate')
       const change = c.req.valid('json')
       const now = await settingsSetJobLimits(sql, change.ceilings ?? {}, change.network_allowed)
       logger.warn({ ...shown(now), actor: p.sub }, 'api: job limit ceilings set')

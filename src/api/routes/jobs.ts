@@ -12,6 +12,7 @@ import {
   JobSubmissionSchema,
   PageQuerySchema,
   RunSchema,
+  SubmissionHeadersSchema,
 } from '../../core/schemas.ts'
 import type { Job } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
@@ -30,7 +31,7 @@ import { runGet, runListForJob } from '../../db/queries/runs.ts'
 import { planIfUnplanned } from '../../scheduler/ticker.ts'
 import { currentTraceparent, withSpanFrom } from '../../telemetry/tracing.ts'
 import type { LoadShedding } from '../load-shedding.ts'
-import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
+import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
 import { submitBatcher, withFirstTick } from '../submit-batcher.ts'
@@ -82,14 +83,10 @@ export function registerJobRoutes(
       path: '/v1/jobs',
       summary: 'Submit a job',
       security,
+      middleware: [allow('write')],
       request: {
         body: { content: { 'application/json': { schema: JobSubmissionSchema } }, required: true },
-        headers: z.object({
-          'idempotency-key': z.string().min(1).max(200).optional().meta({
-            description:
-              'The same key from the same user returns the first job (200) instead of a new one',
-          }),
-        }),
+        headers: SubmissionHeadersSchema,
       },
       responses: {
         201: jsonResponse(JobSchema, 'Job created'),
@@ -99,7 +96,6 @@ export function registerJobRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'write')
       const body = c.req.valid('json')
       const key = c.req.valid('header')['idempotency-key']
       requireNetworkGrant(p, [body], jobNetwork)
@@ -126,6 +122,7 @@ export function registerJobRoutes(
       summary:
         'Submit up to 1,000 jobs at once, all or nothing; depends_on may name jobs of the batch by ref',
       security,
+      middleware: [allow('write')],
       request: {
         body: { content: { 'application/json': { schema: JobBatchSchema } }, required: true },
       },
@@ -137,7 +134,6 @@ export function registerJobRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'write')
       const { jobs } = c.req.valid('json')
       requireNetworkGrant(p, jobs, jobNetwork)
       await shed.admitSubmissions(c, p.sub, jobs.length)
@@ -162,12 +158,12 @@ export function registerJobRoutes(
       path: '/v1/jobs',
       summary: 'List jobs, newest first',
       security,
+      middleware: [allow('read')],
       request: { query: JobListQuerySchema },
       responses: { 200: jsonResponse(JobPage, 'A page of jobs'), ...problems },
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'read')
       const q = c.req.valid('query')
       const bounds = await shed.history(c, q.limit)
       const rows = await jobList(sql, {
@@ -190,11 +186,11 @@ export function registerJobRoutes(
       path: '/v1/jobs/{id}',
       summary: 'Read a job',
       security,
+      middleware: [allow('read')],
       request: { params: IdParamSchema },
       responses: { 200: jsonResponse(JobSchema, 'The job'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'read')
       const { id } = c.req.valid('param')
       return c.json(jsonify(await visibleJob(sql, c, id)), 200)
     },
@@ -206,6 +202,7 @@ export function registerJobRoutes(
       path: '/v1/jobs/{id}',
       summary: 'Pause, resume, or change priority or schedule',
       security,
+      middleware: [allow('write')],
       request: {
         params: IdParamSchema,
         body: { content: { 'application/json': { schema: JobPatchSchema } }, required: true },
@@ -213,7 +210,6 @@ export function registerJobRoutes(
       responses: { 200: jsonResponse(JobSchema, 'The changed job'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'write')
       const { id } = c.req.valid('param')
       const patch = c.req.valid('json')
       const job = await sql.begin(async (tx) => {
@@ -248,11 +244,11 @@ export function registerJobRoutes(
       path: '/v1/jobs/{id}',
       summary: 'Cancel a job: queued runs are cancelled and a running run is stopped',
       security,
+      middleware: [allow('write')],
       request: { params: IdParamSchema },
       responses: { 200: jsonResponse(JobSchema, 'The cancelled job'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'write')
       const { id } = c.req.valid('param')
       const job = await sql.begin(async (tx) => {
         const job = await visibleJob(tx, c, id)
@@ -271,11 +267,11 @@ export function registerJobRoutes(
       path: '/v1/jobs/{id}/trigger',
       summary: 'Run a job now, outside its schedule',
       security,
+      middleware: [allow('write')],
       request: { params: IdParamSchema },
       responses: { 201: jsonResponse(RunSchema, 'The new run'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'write')
       const { id } = c.req.valid('param')
       const run = await sql.begin(async (tx) => {
         await visibleJob(tx, c, id)
@@ -292,11 +288,11 @@ export function registerJobRoutes(
       path: '/v1/jobs/{id}/runs',
       summary: "List a job's runs, newest first",
       security,
+      middleware: [allow('read')],
       request: { params: IdParamSchema, query: PageQuerySchema },
       responses: { 200: jsonResponse(RunPage, 'A page of runs'), ...problems },
     }),
     async (c) => {
-      requireRole(c.get('principal'), 'read')
       const { id } = c.req.valid('param')
       const q = c.req.valid('query')
       await visibleJob(sql, c, id)

@@ -7,7 +7,7 @@ import type { Principal } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import { runAttempts, runGet, runListDead, runRetryDead } from '../../db/queries/runs.ts'
 import type { LoadShedding } from '../load-shedding.ts'
-import { type AppEnv, ownerScope, requireRole, requireVisible } from '../middleware/auth.ts'
+import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
 import { jsonify, page } from '../serialize.ts'
 
@@ -31,6 +31,7 @@ export function registerRunRoutes(
       path: '/v1/runs/{id}',
       summary: 'Read a run with its attempts',
       security,
+      middleware: [allow('read')],
       request: { params: IdParamSchema },
       responses: {
         200: jsonResponse(RunDetailSchema, 'The run'),
@@ -39,7 +40,6 @@ export function registerRunRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'read')
       return c.json(await runDetail(sql, p, c.req.valid('param').id), 200)
     },
   )
@@ -50,6 +50,7 @@ export function registerRunRoutes(
       path: '/v1/runs/{id}/retry',
       summary: 'Replay a dead-lettered run: it gets one more attempt, now',
       security,
+      middleware: [allow('write')],
       request: { params: IdParamSchema },
       responses: {
         200: jsonResponse(RunDetailSchema, 'The replayed run'),
@@ -58,7 +59,6 @@ export function registerRunRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'write')
       const { id } = c.req.valid('param')
       const run = await sql.begin(async (tx) => {
         const run = requireVisible(p, 'run', id, await runGet(tx, id))
@@ -80,6 +80,7 @@ export function registerRunRoutes(
       path: '/v1/dead-letters',
       summary: 'List dead-lettered runs (retries exhausted), newest first',
       security,
+      middleware: [allow('read')],
       request: { query: PageQuerySchema },
       responses: {
         200: jsonResponse(pageOf(RunSchema), 'A page of dead runs'),
@@ -88,7 +89,6 @@ export function registerRunRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      requireRole(p, 'read')
       const q = c.req.valid('query')
       const bounds = await shed.history(c, q.limit)
       const rows = await runListDead(sql, {
