@@ -12,7 +12,7 @@ describe('the token verifier', () => {
     expect(await verify(token)).toEqual({ sub: 'alice', roles: ['submitter'] })
     // exp has a resolution of a second: past it (and jose's clock tolerance of none), refused.
     await new Promise((r) => setTimeout(r, 2100))
-    await expect(verify(token)).rejects.toThrow(/invalid or expired/)
+    await expect(verify(token)).rejects.toThrow(/expired/)
   })
 
   it('does not let a remembered token vouch for a tampered copy of it', async () => {
@@ -21,6 +21,6 @@ describe('the token verifier', () => {
     await verify(token)
     const [header, payload, signature] = token.split('.')
     const forged = `${header}.${payload}.${signature!.slice(0, -2)}${signature!.endsWith('AA') ? 'BB' : 'AA'}`
-    await expect(verify(forged)).rejects.toThrow(/invalid or expired/)
+    await expect(verify(forged)).rejects.toThrow(/signature/)
   })
 })

@@ -1,5 +1,12 @@
 /** @module Tokens: minting HS256 JWTs and verifying tokens (HS256 secret and/or a JWKS). */
-import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from 'jose'
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  type JWTPayload,
+  jwtVerify,
+  SignJWT,
+} from 'jose'
 
 import { PgschedError } from '../core/errors.ts'
 import { type Principal, ROLES, type Role } from '../core/types.ts'
@@ -53,26 +60,41 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
   const jwks = o.jwksUrl ? createRemoteJWKSet(new URL(o.jwksUrl)) : undefined
   const verify = async (token: string): Promise<{ principal: Principal; exp?: number }> => {
     let payload: JWTPayload
+    // Which verification the token went to: it shapes what a refusal says.
+    let via: Via = 'none'
     try {
-      const alg = JSON.parse(atob(token.split('.')[0]!.replace(/-/g, '+').replace(/_/g, '/'))).alg
-      if (alg === 'HS256' && key) {
+      const header = decodeProtectedHeader(token)
+      if (header.alg === 'HS256' && key) {
+        via = 'secret'
         ;({ payload } = await jwtVerify(token, key, {
           algorithms: ['HS256'],
           issuer: TOKEN_ISSUER,
           audience: TOKEN_AUDIENCE,
+          requiredClaims: ['exp'],
         }))
       } else if (jwks) {
-        ;({ payload } = await jwtVerify(token, jwks, { issuer: o.issuer, audience: o.audience }))
+        via = 'jwks'
+        ;({ payload } = await jwtVerify(token, jwks, {
+          issuer: o.issuer,
+          audience: o.audience,
+          requiredClaims: ['exp'],
+        }))
       } else {
-        throw new Error(`unsupported token algorithm ${alg}`)
+        throw new errors.JOSEAlgNotAllowed('unsupported algorithm')
       }
     } catch (e) {
-      throw new PgschedError('unauthorized', 'the bearer token is invalid or expired', { cause: e })
+      throw refusal(e, via)
     }
-    const roles = Array.isArray(payload.roles) ? payload.roles.filter(isRole) : []
     if (typeof payload.sub !== 'string' || payload.sub.length === 0) {
-      throw new PgschedError('unauthorized', 'the bearer token has no sub claim')
+      throw unauthorized('missing claim sub: the token names no user')
     }
+    if (!('roles' in payload)) {
+      throw unauthorized('missing claim roles: the token grants no role (admin, submitter, viewer)')
+    }
+    if (!Array.isArray(payload.roles)) {
+      throw unauthorized('claim roles: must be a list of role names')
+    }
+    const roles = payload.roles.filter(isRole)
     return { principal: { sub: payload.sub, roles }, exp: payload.exp }
   }
   // A client sends the same token with every request: a verified token is remembered (keyed by
@@ -89,6 +111,71 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
     verified.set(token, { principal, until })
     return principal
   }
+}
+
+/** Which key a token was checked with: the HS256 secret, the JWKS, or neither (refused before). */
+type Via = 'secret' | 'jwks' | 'none'
+
+function unauthorized(reason: string, cause?: unknown): PgschedError {
+  return new PgschedError('unauthorized', `the bearer token was refused: ${reason}`, {
+    cause,
+    errors: [{ field: 'authorization', message: reason }],
+  })
+}
+
+/**
+ * The refusal for a token that failed a check: it names the check (and the claim), never a key
+ * or a value from the token beyond the claim's name.
+ */
+function refusal(e: unknown, via: Via): PgschedError {
+  if (e instanceof errors.JWTExpired) return unauthorized('expired: its exp is past', e)
+  if (e instanceof errors.JWTClaimValidationFailed) {
+    const claim = e.claim
+    const expected =
+      via === 'secret' && (claim === 'iss' || claim === 'aud')
+        ? ` (HS256 tokens carry ${claim} "${TOKEN_ISSUER}"; mint them with pgsched token)`
+        : ''
+    if (e.reason === 'missing') {
+      const why = claim === 'exp' ? ': a token must expire' : expected
+      return unauthorized(`missing claim ${claim}${why}`, e)
+    }
+    const check =
+      claim === 'iss'
+        ? 'issuer'
+        : claim === 'aud'
+          ? 'audience'
+          : claim === 'nbf'
+            ? 'not before'
+            : `claim ${claim}`
+    return unauthorized(
+      `${check}: the ${claim} claim is not what this server accepts${expected}`,
+      e,
+    )
+  }
+  if (e instanceof errors.JWSSignatureVerificationFailed) {
+    return unauthorized('signature: it does not verify with any key this server trusts', e)
+  }
+  if (e instanceof errors.JOSEAlgNotAllowed || e instanceof errors.JOSENotSupported) {
+    return unauthorized(
+      'algorithm: not accepted (HS256 with PGSCHED_JWT_SECRET, or those of PGSCHED_JWKS_URL)',
+      e,
+    )
+  }
+  if (e instanceof errors.JWKSNoMatchingKey || e instanceof errors.JWKSMultipleMatchingKeys) {
+    return unauthorized('signature: no single key of the identity provider matches it', e)
+  }
+  // The identity provider's keys could not be fetched (a network error is no JOSEError).
+  if (
+    e instanceof errors.JWKSTimeout ||
+    e instanceof errors.JWKSInvalid ||
+    (via === 'jwks' && !(e instanceof errors.JOSEError))
+  ) {
+    return new PgschedError('unavailable', "the identity provider's keys cannot be read now", {
+      cause: e,
+      headers: { 'retry-after': '5' },
+    })
+  }
+  return unauthorized('malformed: not a signed JWT (header.payload.signature)', e)
 }
 
 /** How long a verified token is trusted without checking its signature again. */
