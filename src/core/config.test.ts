@@ -5,6 +5,7 @@ import {
   EMBEDDED_PG_PORT_DEFAULT,
   HEARTBEAT_INTERVAL_SECONDS_DEFAULT,
   HEARTBEAT_TIMEOUT_SECONDS_DEFAULT,
+  JOB_LIMITS_DEFAULT,
   KILL_GRACE_SECONDS_DEFAULT,
   LEADER_POLL_SECONDS_DEFAULT,
   PORT_DEFAULT,
@@ -50,7 +51,13 @@ describe('resolveConfig', () => {
       tasksDir: TASKS_DIR_DEFAULT,
       embeddedPgPort: EMBEDDED_PG_PORT_DEFAULT,
       logLevel: 'info',
+      host: undefined,
+      sandbox: 'bwrap',
+      jobUser: undefined,
+      jobLimits: JOB_LIMITS_DEFAULT,
+      jobNetwork: 'deny',
     })
+    expect(JOB_LIMITS_DEFAULT.memory_mb).toBe(512)
     expect(PORT_DEFAULT).toBe(8080)
     expect([HEARTBEAT_INTERVAL_SECONDS_DEFAULT, HEARTBEAT_TIMEOUT_SECONDS_DEFAULT]).toEqual([
       10, 60,
@@ -76,6 +83,15 @@ describe('resolveConfig', () => {
       PGSCHED_TASKS_DIR: './handlers',
       PGSCHED_EMBEDDED_PG_PORT: '6543',
       PGSCHED_LOG_LEVEL: 'debug',
+      PGSCHED_HOST: '0.0.0.0',
+      PGSCHED_SANDBOX: 'rlimits',
+      PGSCHED_JOB_USER: 'jobs',
+      PGSCHED_JOB_MEMORY_MB: '256',
+      PGSCHED_JOB_CPU_SECONDS: '60',
+      PGSCHED_JOB_MAX_PROCESSES: '32',
+      PGSCHED_JOB_FILE_SIZE_MB: '10',
+      PGSCHED_JOB_OPEN_FILES: '64',
+      PGSCHED_JOB_NETWORK: 'allow',
     })
     expect(config).toEqual({
       databaseUrl: 'postgres://u:p@db:5432/pgsched',
@@ -95,6 +111,17 @@ describe('resolveConfig', () => {
       tasksDir: './handlers',
       embeddedPgPort: 6543,
       logLevel: 'debug',
+      host: '0.0.0.0',
+      sandbox: 'rlimits',
+      jobUser: 'jobs',
+      jobLimits: {
+        memory_mb: 256,
+        cpu_seconds: 60,
+        max_processes: 32,
+        file_size_mb: 10,
+        open_files: 64,
+      },
+      jobNetwork: 'allow',
     })
   })
 
@@ -142,6 +169,10 @@ describe('resolveConfig', () => {
     ['PGSCHED_RATE_LIMIT_PER_MINUTE', '0'],
     ['PGSCHED_EMBEDDED_PG_PORT', '0'],
     ['PGSCHED_EMBEDDED_PG_PORT', '70000'],
+    ['PGSCHED_SANDBOX', 'docker'],
+    ['PGSCHED_JOB_NETWORK', 'yes'],
+    ['PGSCHED_JOB_MEMORY_MB', '0'],
+    ['PGSCHED_JOB_OPEN_FILES', 'many'],
   ])('refuses %s=%j with a config error naming the variable', (name, value) => {
     const err = thrown({ [name]: value })
     expect(err.code).toBe('config')

@@ -20,6 +20,7 @@ import { createSql } from '../db/client.ts'
 import { Scheduler } from '../scheduler/index.ts'
 import { startTelemetry } from '../telemetry/node-sdk.ts'
 import { Worker } from '../worker/index.ts'
+import { sandboxSettingsFromConfig } from '../worker/sandbox.ts'
 import { loadTasksFolder } from '../worker/tasks.ts'
 import { type Database, jwtSecret, migrateAll, openDatabase, sqlUrl } from './bootstrap.ts'
 
@@ -164,6 +165,7 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
       heartbeatIntervalMs: config.heartbeatIntervalSeconds * 1000,
       shutdownGraceMs: config.shutdownGraceSeconds * 1000,
       tasks,
+      sandbox: sandboxSettingsFromConfig(config),
       logger,
       // Exit at once (a graceful stop needs the database, which is likely away): the supervisor
       // restarts the process, and the leader rescues its runs when its heartbeats stop.
@@ -200,6 +202,7 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
       verifyToken,
       logger,
       rateLimitPerMinute: config.rateLimitPerMinute,
+      jobNetwork: config.jobNetwork,
     })
     // A dev server (embedded database) is for this machine unless PGSCHED_HOST says otherwise.
     const host = config.host ?? (db.embedded ? '127.0.0.1' : undefined)
