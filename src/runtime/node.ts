@@ -3,6 +3,7 @@
  * @module The pgsched CLI on Node: start | api | scheduler | worker | migrate | token | sql-url.
  * Reads the environment, resolves config, connects, starts roles and wires shutdown.
  */
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
@@ -23,6 +24,7 @@ import { Worker } from '../worker/index.ts'
 import { sandboxSettingsFromConfig } from '../worker/sandbox.ts'
 import { loadTasksFolder } from '../worker/tasks.ts'
 import { type Database, jwtSecret, migrateAll, openDatabase, sqlUrl } from './bootstrap.ts'
+import { answerClientErrors } from './client-errors.ts'
 
 const USAGE = `usage: pgsched <command> [--help]
 
@@ -207,6 +209,7 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
     // A dev server (embedded database) is for this machine unless PGSCHED_HOST says otherwise.
     const host = config.host ?? (db.embedded ? '127.0.0.1' : undefined)
     const server = createAdaptorServer({ fetch: app.fetch, hostname: host })
+    answerClientErrors(server as Server)
     await new Promise<void>((listening, fail) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
         fail(
