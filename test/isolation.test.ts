@@ -170,6 +170,13 @@ describe('a command job', () => {
     expect(run.attempts[0]!.error ?? '').toContain('process limit of 10')
   })
 
+  it('gets its output recorded even when it prints NUL bytes, which Postgres text cannot hold', async () => {
+    const run = await runAsMallory("printf 'a\\000b\\377c'; printf 'x\\000' >&2; exit 3")
+    expect(run.status).toBe('dead')
+    expect(run.exit_code).toBe(3)
+    expect(run.output).toBe('a\uFFFDb\uFFFDcx\uFFFD')
+  })
+
   it("does not see another job's files or processes", async () => {
     const a = runAsMallory('echo a-secret > mine; sleep 3; echo a-done')
     const b = runAsMallory(

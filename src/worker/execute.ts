@@ -26,11 +26,21 @@ export interface ExecuteOptions {
 
 /** Runs the attempt to its end and reports the result; never throws. */
 export async function executeAttempt(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
-  const result = await execute(run, o)
+  const result = storable(await execute(run, o))
   if (result.outcome === 'cancelled' && o.signal.reason === ('shutdown' satisfies StopReason)) {
     return { ...result, outcome: 'interrupted', error: 'the worker shut down; handed back' }
   }
   return result
+}
+
+/**
+ * The result with every NUL replaced by U+FFFD: PostgreSQL text cannot hold NUL, and a command
+ * that prints one (or a handler that throws one) would otherwise leave a result that can never
+ * be written, its run held by the worker forever.
+ */
+function storable(r: AttemptResult): AttemptResult {
+  const clean = (s: string | null) => (s?.includes('\0') ? s.replaceAll('\0', '\uFFFD') : s)
+  return { ...r, output: clean(r.output), error: clean(r.error) }
 }
 
 async function execute(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
