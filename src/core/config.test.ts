@@ -180,6 +180,16 @@ describe('resolveConfig', () => {
     expect(err.message).toContain(JSON.stringify(value))
   })
 
+  it.each(['notaurl', 'mysql://u:secret-pw@db/x', 'db.example:5432'])(
+    'refuses DATABASE_URL=%j, naming the variable and not echoing it',
+    (value) => {
+      const err = thrown({ DATABASE_URL: value })
+      expect(err.code).toBe('config')
+      expect(err.message).toContain('DATABASE_URL must be a postgres://')
+      expect(err.message).not.toContain(value)
+    },
+  )
+
   it('refuses a heartbeat timeout shorter than two heartbeat intervals', () => {
     const err = thrown({
       PGSCHED_HEARTBEAT_INTERVAL_SECONDS: '10',

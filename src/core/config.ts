@@ -106,6 +106,26 @@ function oneOf<T extends string>(
   return raw as T
 }
 
+// postgres.js reads anything else as a host name (`notaurl` became "getaddrinfo ENOTFOUND base").
+function databaseUrl(env: ConfigEnv): string | undefined {
+  const raw = str(env, 'DATABASE_URL')
+  if (raw === undefined) return undefined
+  let url: URL | undefined
+  try {
+    url = new URL(raw)
+  } catch {
+    url = undefined
+  }
+  if (url === undefined || !['postgres:', 'postgresql:'].includes(url.protocol)) {
+    // The value may hold a password: name the variable, never echo it.
+    throw new PgschedError(
+      'config',
+      'DATABASE_URL must be a postgres:// or postgresql:// URL (e.g. postgres://user:password@host:5432/db)',
+    )
+  }
+  return raw
+}
+
 function str(env: ConfigEnv, name: string): string | undefined {
   const v = env[name]
   return v === undefined || v === '' ? undefined : v
@@ -124,7 +144,7 @@ export function resolveConfig(
     throw new PgschedError('config', 'PGSCHED_JWT_SECRET must be at least 32 characters')
   }
   const defaults = {
-    databaseUrl: str(env, 'DATABASE_URL'),
+    databaseUrl: databaseUrl(env),
     port: int(env, 'PORT', PORT_DEFAULT, 0, 65535),
     jwtSecret,
     jwksUrl: str(env, 'PGSCHED_JWKS_URL'),
