@@ -177,6 +177,26 @@ describe('a command job', () => {
     expect(run.output).toBe('a\uFFFDb\uFFFDcx\uFFFD')
   })
 
+  it("cannot take another job's CPU by splitting into many sessions", async () => {
+    // Each setsid is a scheduling group of its own (the kernel's autogroup): without a cpu cgroup
+    // per job, 16 of them left another job about a tenth of a core.
+    const hog = runAsMallory(
+      "for i in $(seq 16); do setsid timeout 6 sh -c 'while :; do :; done' & done; wait",
+    )
+    await waitFor(async () => {
+      const [row] =
+        await t.sql`SELECT count(*)::int AS n FROM pgsched.runs WHERE status = 'running'`
+      return row!.n > 0
+    }, 10_000)
+    await new Promise((r) => setTimeout(r, 500))
+    const probe = await runAsMallory(
+      'perl -MTime::HiRes=time -e \'$e = time + 2; 1 while time < $e; @t = times; printf "%.2f", $t[0] + $t[1]\'',
+    )
+    await hog
+    // Two jobs on two cores: about a core each; well over a third of one even on a loaded machine.
+    expect(Number(probe.output)).toBeGreaterThan(0.7)
+  })
+
   it("does not see another job's files or processes", async () => {
     const a = runAsMallory('echo a-secret > mine; sleep 3; echo a-done')
     const b = runAsMallory(

@@ -58,6 +58,11 @@ const EMPTY_POLL_MS = 5
 
 const FOLDER = 'pgsched'
 
+// cpu: a job's processes share one scheduling entity. Without it, each session is one (the
+// kernel's autogroup), and a job whose processes call setsid would outweigh every other job and
+// the worker itself; in a cgroup of its own, a job gets at most its fair share of the CPU.
+const V1_CONTROLLERS = ['memory', 'pids', 'cpu'] as const
+
 interface Mount {
   root: string
   point: string
@@ -141,7 +146,7 @@ async function openV1(
 ): Promise<CgroupHost | null> {
   const own = ownPaths()
   const places: Place[] = []
-  for (const controller of ['memory', 'pids']) {
+  for (const controller of V1_CONTROLLERS) {
     const mount = mounts().find((m) => m.fstype === 'cgroup' && m.superOptions.includes(controller))
     const place = mount && placeOf(mount, own.get(controller), controller)
     if (!place) continue
