@@ -168,6 +168,12 @@ describe('limits from SQL', () => {
     await expect(
       app`SELECT * FROM pgsched.set_job_limit_ceilings('{"memory_mb": 100000}')`,
     ).rejects.toMatchObject({ code: '42501' })
+    await expect(
+      t.sql`SELECT * FROM pgsched.set_job_limit_ceilings('{"memory_mb": 8}')`,
+    ).rejects.toMatchObject({ code: '22023', column_name: 'memory_mb' })
+    await expect(
+      t.sql`SELECT * FROM pgsched.set_job_limit_ceilings('{"gpus": 2}')`,
+    ).rejects.toMatchObject({ code: '22023', column_name: 'gpus' })
   })
 
   it('keeps an idempotent replay as first submitted', async () => {

@@ -24,10 +24,27 @@ ALTER TABLE pgsched.settings
 ALTER TABLE pgsched.workers ADD COLUMN sandbox text;
 ALTER TABLE pgsched.run_attempts ADD COLUMN sandbox text;
 
--- The smallest value of each limit: below these a shell cannot start.
-CREATE FUNCTION pgsched._job_limit_floor(k text) RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE k WHEN 'memory_mb' THEN 16 WHEN 'open_files' THEN 16 ELSE 1 END
+-- Raises 22023 naming p_field unless p_key names a limit and p_value is a whole number from the
+-- limit's floor (below it a shell cannot start) to p_max; p_max_is says where p_max comes from.
+CREATE FUNCTION pgsched._check_job_limit(
+  p_field text, p_key text, p_value jsonb, p_max numeric, p_max_is text
+) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  lowest integer := CASE p_key WHEN 'memory_mb' THEN 16 WHEN 'open_files' THEN 16 ELSE 1 END;
+BEGIN
+  IF p_key NOT IN ('memory_mb', 'cpu_seconds', 'max_processes', 'file_size_mb', 'open_files') THEN
+    PERFORM pgsched._invalid(p_field,
+      'unknown limit; give memory_mb, cpu_seconds, max_processes, file_size_mb or open_files');
+  END IF;
+  IF jsonb_typeof(p_value) <> 'number'
+      OR (p_value #>> '{}')::numeric <> trunc((p_value #>> '{}')::numeric) THEN
+    PERFORM pgsched._invalid(p_field, 'must be a whole number');
+  END IF;
+  IF (p_value #>> '{}')::numeric NOT BETWEEN lowest AND p_max THEN
+    PERFORM pgsched._invalid(p_field, format('must be from %s to %s%s', lowest, p_max, p_max_is));
+  END IF;
+END
 $$;
 
 /**
@@ -42,7 +59,6 @@ DECLARE
   s pgsched.settings;
   k text;
   v jsonb;
-  ceiling numeric;
 BEGIN
   IF p_limits IS NOT NULL AND jsonb_typeof(p_limits) <> 'object' THEN
     PERFORM pgsched._invalid('limits',
@@ -56,19 +72,8 @@ BEGIN
   END IF;
   SELECT * INTO s FROM pgsched.settings;
   FOR k, v IN SELECT * FROM jsonb_each(coalesce(p_limits, '{}')) LOOP
-    IF k NOT IN ('memory_mb', 'cpu_seconds', 'max_processes', 'file_size_mb', 'open_files') THEN
-      PERFORM pgsched._invalid('limits.' || k,
-        'unknown limit; give memory_mb, cpu_seconds, max_processes, file_size_mb or open_files');
-    END IF;
-    IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
-      PERFORM pgsched._invalid('limits.' || k, 'must be a whole number');
-    END IF;
-    ceiling := (s.job_limit_ceilings ->> k)::numeric;
-    IF (v #>> '{}')::numeric < pgsched._job_limit_floor(k)
-        OR (v #>> '{}')::numeric > ceiling THEN
-      PERFORM pgsched._invalid('limits.' || k, format(
-        'must be from %s to %s (the ceiling an admin set)', pgsched._job_limit_floor(k), ceiling));
-    END IF;
+    PERFORM pgsched._check_job_limit('limits.' || k, k, v,
+      (s.job_limit_ceilings ->> k)::numeric, ' (the ceiling an admin set)');
   END LOOP;
   IF coalesce(p_network, false) AND NOT s.job_network_allowed AND NOT pgsched._acts_for_anyone() THEN
     RAISE EXCEPTION 'pgsched: network: only an admin may give a job network access'
@@ -243,14 +248,7 @@ BEGIN
     PERFORM pgsched._invalid('ceilings', 'must be a JSON object');
   END IF;
   FOR k, v IN SELECT * FROM jsonb_each(ceilings) LOOP
-    IF k NOT IN ('memory_mb', 'cpu_seconds', 'max_processes', 'file_size_mb', 'open_files') THEN
-      PERFORM pgsched._invalid(k, 'unknown limit');
-    END IF;
-    IF jsonb_typeof(v) <> 'number' OR (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric)
-        OR (v #>> '{}')::numeric NOT BETWEEN pgsched._job_limit_floor(k) AND 1000000000 THEN
-      PERFORM pgsched._invalid(k, format('must be a whole number from %s to 1000000000',
-        pgsched._job_limit_floor(k)));
-    END IF;
+    PERFORM pgsched._check_job_limit(k, k, v, 1000000000, '');
   END LOOP;
   RETURN QUERY
   UPDATE pgsched.settings s

@@ -8,6 +8,7 @@ import {
   ATTEMPT_OUTCOMES,
   CONCURRENCY_POLICIES,
   JOB_STATUSES,
+  type JobLimits,
   RUN_STATUSES,
   SANDBOX_MODES,
   WORKER_STATES,
@@ -96,22 +97,38 @@ const requestTime = z.iso.datetime({ offset: true }).superRefine((s, ctx) => {
     ctx.addIssue({ code: 'custom', message: `must be between ${TIME_MIN} and ${TIME_MAX}` })
 })
 
+/**
+ * The smallest value of each job limit: below these a shell cannot start. The SQL functions
+ * (pgsched._check_job_limit) hold the same floors.
+ */
+export const JOB_LIMIT_FLOORS = Object.freeze({
+  memory_mb: 16,
+  cpu_seconds: 1,
+  max_processes: 1,
+  file_size_mb: 1,
+  open_files: 16,
+} satisfies Required<JobLimits>)
+
+// One limit, from its floor to `max`.
+const limit = (field: keyof typeof JOB_LIMIT_FLOORS, max: number) =>
+  z.int().min(JOB_LIMIT_FLOORS[field]).max(max).optional()
+
 /** Resource limits of a command job; the admin's ceilings are checked by the SQL functions. */
 export const JobLimitsSchema = z
   .strictObject({
-    memory_mb: z.int().min(16).max(1_000_000).optional().meta({
+    memory_mb: limit('memory_mb', 1_000_000).meta({
       description: 'memory of the whole job, MiB (default PGSCHED_JOB_MEMORY_MB, 512)',
     }),
-    cpu_seconds: z.int().min(1).max(1_000_000).optional().meta({
+    cpu_seconds: limit('cpu_seconds', 1_000_000).meta({
       description: 'CPU time of each process, seconds',
     }),
-    max_processes: z.int().min(1).max(100_000).optional().meta({
+    max_processes: limit('max_processes', 100_000).meta({
       description: 'processes and threads at once',
     }),
-    file_size_mb: z.int().min(1).max(1_000_000).optional().meta({
+    file_size_mb: limit('file_size_mb', 1_000_000).meta({
       description: 'largest file written, MiB',
     }),
-    open_files: z.int().min(16).max(1_000_000).optional().meta({
+    open_files: limit('open_files', 1_000_000).meta({
       description: 'open file descriptors per process',
     }),
   })
@@ -428,12 +445,14 @@ export const DegradationChangeSchema = z
   })
   .meta({ id: 'DegradationChange' })
 
+// The highest ceiling an admin may set (pgsched.set_job_limit_ceilings holds the same).
+const CEILING_MAX = 1_000_000_000
 const ceilingFields = {
-  memory_mb: z.int().min(16).max(1_000_000_000).optional(),
-  cpu_seconds: z.int().min(1).max(1_000_000_000).optional(),
-  max_processes: z.int().min(1).max(1_000_000_000).optional(),
-  file_size_mb: z.int().min(1).max(1_000_000_000).optional(),
-  open_files: z.int().min(16).max(1_000_000_000).optional(),
+  memory_mb: limit('memory_mb', CEILING_MAX),
+  cpu_seconds: limit('cpu_seconds', CEILING_MAX),
+  max_processes: limit('max_processes', CEILING_MAX),
+  file_size_mb: limit('file_size_mb', CEILING_MAX),
+  open_files: limit('open_files', CEILING_MAX),
 }
 
 /** The admin's ceilings on job limits, in responses. */

@@ -136,13 +136,8 @@ export class Worker {
       this.#o.sandbox ?? { mode: SANDBOX_DEFAULT, defaults: { ...JOB_LIMITS_DEFAULT } },
       this.#o.logger,
     )
+    // An unavailable sandbox has logged why; this worker then fails command jobs with that reason.
     this.#sandbox = sandbox
-    if (!sandbox.available) {
-      this.#o.logger.error(
-        { worker: this.name, sandbox: sandbox.describe() },
-        'worker: command jobs cannot be isolated here; this worker fails them with the reason (task jobs run)',
-      )
-    }
     await this.#beat()
     // Before the first claim: each command attempt records the sandbox it ran in.
     await workerSetSandbox(this.#o.sql, this.name, sandbox.describe())
