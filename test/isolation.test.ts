@@ -4,12 +4,12 @@
  * back as the user sees them (the run's status, output and attempts). Each of these attacks
  * worked before the sandbox existed.
  */
-import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import type { Worker } from '../src/worker/index.ts'
+import { marker, mentioning } from '../src/worker/sandbox/test-support.ts'
 import { setup, type TestBundle, waitFor } from './helpers.ts'
 import { type Service, startPgsched } from './processes.ts'
 
@@ -52,27 +52,6 @@ async function runAsMallory(command: string, extra: Record<string, unknown> = {}
     exit_code: number | null
     attempts: { sandbox: string | null; error: string | null; outcome: string }[]
   }
-}
-
-/** A sleep duration no other test uses, so that its processes can be found on the host. */
-function uniqueSleep(): string {
-  return `9${Math.floor(Math.random() * 10)}.${Date.now()}${Math.floor(Math.random() * 1e6)}`
-}
-
-/** Host processes whose command line contains `needle` (not zombies). */
-function hostProcesses(needle: string): number[] {
-  const found: number[] = []
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      if (cmdline.includes(needle) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z')
-        found.push(Number(pid))
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return found
 }
 
 describe('a command job', () => {
@@ -138,11 +117,11 @@ describe('a command job', () => {
   })
 
   it('leaves no process behind, even one that escaped with setsid', async () => {
-    const [a, b] = [uniqueSleep(), uniqueSleep()]
+    const [a, b] = [marker(), marker()]
     const run = await runAsMallory(`(setsid sleep ${a} &) ; (sleep ${b} &) ; echo started`)
     expect(run.status).toBe('succeeded')
     await waitFor(
-      () => hostProcesses(`sleep ${a}`).length + hostProcesses(`sleep ${b}`).length === 0,
+      () => mentioning(a).length + mentioning(b).length === 0,
       5_000,
       'the escaped sleeps to be gone',
     )
@@ -245,21 +224,21 @@ describe('a worker killed with SIGKILL', () => {
       PGSCHED_WORKER_CONCURRENCY: '2',
       PGSCHED_LOG_LEVEL: 'info',
     })
-    const [a, b] = [uniqueSleep(), uniqueSleep()]
+    const [a, b] = [marker(), marker()]
     const job = await t.request('POST', '/v1/jobs', {
       token: mallory,
       body: { name: 'orphan', command: `(setsid sleep ${a} &) ; sleep ${b}`, max_retries: 0 },
     })
     expect(job.status).toBe(201)
     await waitFor(
-      () => hostProcesses(`sleep ${a}`).length > 0 && hostProcesses(`sleep ${b}`).length > 0,
+      () => mentioning(a).length > 0 && mentioning(b).length > 0,
       20_000,
       'the job to be running',
     )
     worker.child.kill('SIGKILL')
     await worker.exited
     await waitFor(
-      () => hostProcesses(`sleep ${a}`).length + hostProcesses(`sleep ${b}`).length === 0,
+      () => mentioning(a).length + mentioning(b).length === 0,
       5_000,
       'every process of the job to be gone',
     )
