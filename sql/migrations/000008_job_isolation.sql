@@ -178,18 +178,23 @@ DECLARE
   sandboxed jsonb := '{}';
   e jsonb;
   i integer;
-  at_text text;
 BEGIN
   IF jsonb_typeof(jobs) = 'array' THEN
-    FOR e, i IN SELECT x.v, x.n - 1 FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x (v, n) LOOP
-      CONTINUE WHEN jsonb_typeof(e) IS DISTINCT FROM 'object';
-      at_text := CASE WHEN jsonb_typeof(e -> 'run_at') = 'string' THEN e ->> 'run_at' END;
-      -- Checked before the element loop casts it: year 0 is not a date Postgres can hold.
-      IF at_text ~ '^\d{4}' AND left(at_text, 4)::integer < 1970 THEN
-        PERFORM set_config('pgsched.field_prefix', format('jobs[%s].', i), true);
-        PERFORM pgsched._invalid('run_at', 'must be between 1970-01-01 and 9999-12-31');
-      END IF;
-      CONTINUE WHEN NOT (e ? 'limits' OR e ? 'network');
+    -- Set-based, not a loop over every element: most batches ask for neither.
+    -- Checked before the element loop casts it: year 0 is not a date Postgres can hold.
+    SELECT x.n - 1 INTO i FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x (v, n)
+    WHERE jsonb_typeof(x.v -> 'run_at') = 'string' AND x.v ->> 'run_at' ~ '^\d{4}'
+      AND left(x.v ->> 'run_at', 4)::integer < 1970
+    ORDER BY x.n LIMIT 1;
+    IF FOUND THEN
+      PERFORM set_config('pgsched.field_prefix', format('jobs[%s].', i), true);
+      PERFORM pgsched._invalid('run_at', 'must be between 1970-01-01 and 9999-12-31');
+    END IF;
+    FOR e, i IN
+      SELECT x.v, x.n - 1 FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x (v, n)
+      WHERE jsonb_typeof(x.v) = 'object' AND (x.v ? 'limits' OR x.v ? 'network')
+      ORDER BY x.n
+    LOOP
       PERFORM set_config('pgsched.field_prefix', format('jobs[%s].', i), true);
       IF jsonb_typeof(e -> 'network') NOT IN ('boolean', 'null') THEN
         PERFORM pgsched._invalid('network', 'must be true or false');
@@ -210,17 +215,21 @@ BEGIN
   IF NOT outer_group THEN
     PERFORM pgsched._defer_enqueue();
   END IF;
-  FOR ref, job_id, i IN
-    SELECT s.ref, s.job_id, s.n - 1
-    FROM pgsched._submit_jobs_one_by_one(jobs, owner, traceparent) WITH ORDINALITY AS s (ref, job_id, n)
-  LOOP
-    e := sandboxed -> i::text;
-    IF e IS NOT NULL THEN
-      PERFORM pgsched._store_sandbox(job_id, nullif(e -> 'limits', 'null'),
-        (nullif(e -> 'network', 'null') #>> '{}')::boolean);
-    END IF;
-    RETURN NEXT;
-  END LOOP;
+  IF sandboxed = '{}' THEN
+    RETURN QUERY SELECT * FROM pgsched._submit_jobs_one_by_one(jobs, owner, traceparent);
+  ELSE
+    FOR ref, job_id, i IN
+      SELECT s.ref, s.job_id, s.n - 1
+      FROM pgsched._submit_jobs_one_by_one(jobs, owner, traceparent) WITH ORDINALITY AS s (ref, job_id, n)
+    LOOP
+      e := sandboxed -> i::text;
+      IF e IS NOT NULL THEN
+        PERFORM pgsched._store_sandbox(job_id, nullif(e -> 'limits', 'null'),
+          (nullif(e -> 'network', 'null') #>> '{}')::boolean);
+      END IF;
+      RETURN NEXT;
+    END LOOP;
+  END IF;
   IF NOT outer_group THEN
     PERFORM pgsched._enqueue_deferred();
   END IF;
