@@ -159,15 +159,12 @@ describe('a command job', () => {
   it("cannot take another job's CPU by splitting into many sessions", async () => {
     // Each setsid is a scheduling group of its own (the kernel's autogroup): without a cpu cgroup
     // per job, 16 of them left another job about a tenth of a core.
+    const mark = marker()
     const hog = runAsMallory(
-      "for i in $(seq 16); do setsid timeout 6 sh -c 'while :; do :; done' & done; wait",
+      `for i in $(seq 16); do setsid timeout 6 sh -c 'while :; do :; done' ${mark} & done; wait`,
     )
-    await waitFor(async () => {
-      const [row] =
-        await t.sql`SELECT count(*)::int AS n FROM pgsched.runs WHERE status = 'running'`
-      return row!.n > 0
-    }, 10_000)
-    await new Promise((r) => setTimeout(r, 500))
+    // Every busy loop and its timeout run (the mark is the loop's $0) before the other job starts.
+    await waitFor(() => mentioning(mark).length >= 32, 10_000, 'the 16 busy loops to run')
     const probe = await runAsMallory(
       'perl -MTime::HiRes=time -e \'$e = time + 2; 1 while time < $e; @t = times; printf "%.2f", $t[0] + $t[1]\'',
     )
