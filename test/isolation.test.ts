@@ -165,8 +165,10 @@ describe('a command job', () => {
     )
     // Every busy loop and its timeout run (the mark is the loop's $0) before the other job starts.
     await waitFor(() => mentioning(mark).length >= 32, 10_000, 'the 16 busy loops to run')
+    // Busy for 2 s of wall time, then prints the CPU seconds it got (bash only: nothing to install).
     const probe = await runAsMallory(
-      'perl -MTime::HiRes=time -e \'$e = time + 2; 1 while time < $e; @t = times; printf "%.2f", $t[0] + $t[1]\'',
+      // EPOCHREALTIME without its dot is the time in microseconds.
+      `bash -c 'TIMEFORMAT=%3U; time { e=$(( \${EPOCHREALTIME/./} + 2000000 )); while (( \${EPOCHREALTIME/./} < e )); do :; done; }'`,
     )
     await hog
     // Two jobs on two cores: about a core each; well over a third of one even on a loaded machine.
