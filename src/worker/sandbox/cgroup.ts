@@ -44,6 +44,8 @@ export interface JobCgroup {
 export interface CgroupHost {
   /** e.g. 'cgroup v1 (memory, pids)'. */
   readonly description: string
+  /** This instance's folders, one per hierarchy: each attempt's cgroup is a folder in them. */
+  readonly instanceDirs: readonly string[]
   readonly memory: boolean
   readonly pids: boolean
   create(attemptId: string, limits: CgroupLimits): Promise<JobCgroup>
@@ -170,6 +172,7 @@ async function openV1(
     new Map(places.map((p) => [p.controller, join(p.own, FOLDER, instanceId, attemptId)]))
   return {
     description: `cgroup v1 (${places.map((p) => p.controller).join(', ')})`,
+    instanceDirs: places.map((p) => join(p.own, FOLDER, instanceId)),
     memory: places.some((p) => p.controller === 'memory'),
     pids: places.some((p) => p.controller === 'pids'),
     async create(attemptId, limits) {
@@ -258,6 +261,7 @@ async function openV2(
   await enableControllers(instance, false)
   return {
     description: 'cgroup v2 (memory, pids)',
+    instanceDirs: [instance],
     memory: true,
     pids: true,
     async create(attemptId, limits) {

@@ -30,6 +30,7 @@ import { type CommandResult, runProcess, type StopOptions } from './process.ts'
 import { type HardLimits, readHardLimits } from './rlimits.ts'
 import { removeStaleScratch, ScratchArea, scratchRootDefault } from './scratch.ts'
 import { sandboxVerdict } from './verdict.ts'
+import { startWatchdog, type Watchdog } from './watchdog.ts'
 
 /** How a worker isolates command jobs, resolved from the config. */
 export interface SandboxSettings {
@@ -103,6 +104,7 @@ class SandboxImpl implements Sandbox {
   private user: JobUser | null = null
   private area: ScratchArea | null = null
   private cgroups: CgroupHost | null = null
+  private watchdog: Watchdog | null = null
   private hard: HardLimits = readHardLimits()
   private system: string[] = []
   private programs = { bwrap: '', setpriv: '', prlimit: '' }
@@ -195,6 +197,7 @@ class SandboxImpl implements Sandbox {
       }
       // First: it kills what a dead worker's jobs left running, before their folders go.
       this.cgroups = await openCgroups(this.instanceId, this.logger)
+      if (this.cgroups !== null) this.watchdog = startWatchdog(this.cgroups.instanceDirs)
     }
     const scratchRoot = this.settings.scratchRoot ?? scratchRootDefault()
     await removeStaleScratch(scratchRoot, this.logger)
@@ -224,6 +227,7 @@ class SandboxImpl implements Sandbox {
     this.stopped = true
     for (const ac of this.running.values()) ac.abort()
     await Promise.allSettled(this.running.keys())
+    this.watchdog?.stop()
     await this.cgroups?.close()
     await this.area?.close().catch((e) => this.logger.warn({ err: e }, 'removing scratch'))
   }
