@@ -4,11 +4,11 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
-import { cronNext } from '../src/core/cron.ts'
+import { cronNext, planJob } from '../src/core/cron.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { createSql, type SqlPool } from '../src/db/client.ts'
 import type { Scheduler } from '../src/scheduler/index.ts'
-import { planJob, Ticker, tickOnce } from '../src/scheduler/ticker.ts'
+import { Ticker, tickOnce } from '../src/scheduler/ticker.ts'
 import { setup, type TestBundle, waitFor } from './helpers.ts'
 
 let t: TestBundle

@@ -7,8 +7,7 @@ import { payloadProblem } from '../core/schemas.ts'
 import type { Job } from '../core/types.ts'
 import type { Sql, SqlPool } from '../db/client.ts'
 import { eachInTransaction, GroupCommit } from '../db/group-commit.ts'
-import { type JobSubmission, jobGet, jobSubmit } from '../db/queries/jobs.ts'
-import { planIfUnplanned } from '../scheduler/ticker.ts'
+import { type JobSubmission, jobGet, jobPlanIfUnplanned, jobSubmit } from '../db/queries/jobs.ts'
 
 /** The answer to one submission. */
 export interface Submitted {
@@ -30,7 +29,7 @@ export interface SubmitCall {
  */
 export async function withFirstTick<T extends Submitted>(tx: Sql, s: T): Promise<T> {
   if (!s.created || s.job.schedule === null) return s
-  await planIfUnplanned(tx, s.job.job_id)
+  await jobPlanIfUnplanned(tx, s.job.job_id)
   return { ...s, job: (await jobGet(tx, s.job.job_id))! }
 }
 

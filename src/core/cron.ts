@@ -64,3 +64,36 @@ export function planDueTick(
 ): { tick: Date; next: Date } {
   return { tick: cronLatest(schedule, timezone, now), next: cronNext(schedule, timezone, now) }
 }
+
+/** A scheduled job as the planner sees it: its first tick is unplanned, or a tick is due. */
+export interface DueJob {
+  id: number
+  schedule: string
+  timezone: string
+  schedule_base_at: Date
+  next_run_at: Date | null
+  /** The database's now(): schedules are planned in database time. */
+  now: Date
+}
+
+/** A planned tick: fire `tick` (null: only plan) and set next_run_at to `next`, if unchanged. */
+export interface TickPlan {
+  jobId: number
+  expected: Date | null
+  tick: Date | null
+  next: Date
+}
+
+/** Plans one job: its first tick when unplanned, else the due tick to fire and the next one. */
+export function planJob(job: DueJob): TickPlan {
+  if (job.next_run_at === null) {
+    return {
+      jobId: job.id,
+      expected: null,
+      tick: null,
+      next: cronNext(job.schedule, job.timezone, job.schedule_base_at),
+    }
+  }
+  const { tick, next } = planDueTick(job.schedule, job.timezone, job.now)
+  return { jobId: job.id, expected: job.next_run_at, tick, next }
+}

@@ -4,20 +4,12 @@
  * and unique (job_id, scheduled_for) stops a tick from creating a second run.
  */
 
-import { cronNext, planDueTick } from '../core/cron.ts'
+import { planDueTick, planJob, type TickPlan } from '../core/cron.ts'
 import { PgschedError } from '../core/errors.ts'
 import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
-import type { Sql, SqlPool } from '../db/client.ts'
-import {
-  type DueJob,
-  jobFireTicks,
-  jobGetUnplanned,
-  jobListDue,
-  jobNextDueInMs,
-  jobPause,
-  type TickPlan,
-} from '../db/queries/jobs.ts'
+import type { SqlPool } from '../db/client.ts'
+import { jobFireTicks, jobListDue, jobNextDueInMs, jobPause } from '../db/queries/jobs.ts'
 
 /** Jobs planned per transaction; small enough to keep row locks brief. */
 export const TICK_BATCH_SIZE_DEFAULT = 500
@@ -32,20 +24,6 @@ export interface TickerOptions {
   batchSize?: number
   /** @default TICK_MAX_SLEEP_MS_DEFAULT */
   maxSleepMs?: number
-}
-
-/** Plans one job: its first tick when unplanned, else the due tick to fire and the next one. */
-export function planJob(job: DueJob): TickPlan {
-  if (job.next_run_at === null) {
-    return {
-      jobId: job.id,
-      expected: null,
-      tick: null,
-      next: cronNext(job.schedule, job.timezone, job.schedule_base_at),
-    }
-  }
-  const { tick, next } = planDueTick(job.schedule, job.timezone, job.now)
-  return { jobId: job.id, expected: job.next_run_at, tick, next }
 }
 
 /** Plans and fires one batch in one transaction; returns how many jobs it looked at. */
@@ -145,14 +123,4 @@ export class Ticker {
       await sleep(delay, both)
     }
   }
-}
-
-/**
- * Plans the first tick of a job whose schedule was just set or resumed, in the caller's
- * transaction, so a REST caller sees next_run at once. It computes exactly what the leader
- * would (the first tick after schedule_base_at); whichever writes first wins, the other no-ops.
- */
-export async function planIfUnplanned(sql: Sql, jobId: number): Promise<void> {
-  const job = await jobGetUnplanned(sql, jobId)
-  if (job) await jobFireTicks(sql, [planJob(job)])
 }

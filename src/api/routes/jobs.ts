@@ -21,6 +21,7 @@ import {
   jobGet,
   jobList,
   jobPause,
+  jobPlanIfUnplanned,
   jobResume,
   jobSetPriority,
   jobSetSchedule,
@@ -28,7 +29,6 @@ import {
   jobTrigger,
 } from '../../db/queries/jobs.ts'
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
-import { planIfUnplanned } from '../../scheduler/ticker.ts'
 import { currentTraceparent, withSpanFrom } from '../../telemetry/tracing.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
@@ -231,7 +231,7 @@ export function registerJobRoutes(
         }
         if (patch.status === 'paused' && job.status === 'active') await jobPause(tx, id)
         if (patch.status === 'active' && job.status === 'paused') await jobResume(tx, id)
-        await planIfUnplanned(tx, id)
+        await jobPlanIfUnplanned(tx, id)
         return (await jobGet(tx, id))!
       })
       return c.json(jsonify(job), 200)

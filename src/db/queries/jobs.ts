@@ -1,4 +1,5 @@
 /** @module Queries on pgsched.jobs. The only runtime SQL for jobs; each takes `sql` first. */
+import { type DueJob, planJob, type TickPlan } from '../../core/cron.ts'
 import type { ConcurrencyPolicy, Job, JobLimits, JobStatus } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
@@ -182,16 +183,6 @@ export async function jobTrigger(sql: Sql, id: number): Promise<number> {
   return row!.run_id
 }
 
-/** A scheduled job the planner must look at: its first tick is unplanned, or a tick is due. */
-export interface DueJob {
-  id: number
-  schedule: string
-  timezone: string
-  schedule_base_at: Date
-  next_run_at: Date | null
-  now: Date
-}
-
 const dueColumns = (sql: Sql) =>
   sql`id, schedule, timezone, schedule_base_at, next_run_at, now() AS now`
 
@@ -211,21 +202,13 @@ export async function jobListDue(sql: Sql, limit: number): Promise<DueJob[]> {
 }
 
 /** Locks one active scheduled job whose first tick is not planned yet; undefined otherwise. */
-export async function jobGetUnplanned(sql: Sql, id: number): Promise<DueJob | undefined> {
+async function jobGetUnplanned(sql: Sql, id: number): Promise<DueJob | undefined> {
   const [job] = await sql<DueJob[]>`
     SELECT ${dueColumns(sql)}
     FROM pgsched.jobs
     WHERE id = ${id} AND status = 'active' AND schedule IS NOT NULL AND next_run_at IS NULL
     FOR UPDATE`
   return job
-}
-
-/** A planned tick: fire `tick` (null: only plan) and set next_run_at to `next`, if unchanged. */
-export interface TickPlan {
-  jobId: number
-  expected: Date | null
-  tick: Date | null
-  next: Date
 }
 
 /** Applies planned ticks with pgsched.fire_ticks; returns the number of runs created. */
@@ -239,6 +222,16 @@ export async function jobFireTicks(sql: Sql, plans: readonly TickPlan[]): Promis
       ${plans.map((p) => p.next.toISOString())}::timestamptz[]
     ) AS created`
   return row!.created
+}
+
+/**
+ * Plans the first tick of a job whose schedule was just set or resumed, in the caller's
+ * transaction, so a REST caller sees next_run at once. It computes exactly what the leader
+ * would (the first tick after schedule_base_at); whichever writes first wins, the other no-ops.
+ */
+export async function jobPlanIfUnplanned(sql: Sql, jobId: number): Promise<void> {
+  const job = await jobGetUnplanned(sql, jobId)
+  if (job) await jobFireTicks(sql, [planJob(job)])
 }
 
 /** Milliseconds until the earliest planned tick, null when no schedule is active. */
