@@ -7,7 +7,7 @@ import { Hono } from 'hono'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { onError } from '../src/api/middleware/problem.ts'
-import { PAYLOAD_MAX_BYTES, PAYLOAD_MAX_DEPTH } from '../src/core/schemas.ts'
+import { PAYLOAD_MAX_BYTES, PAYLOAD_MAX_DEPTH } from '../src/api/schemas.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { setup, type TestBundle } from './helpers.ts'
 
@@ -274,7 +274,7 @@ describe('headers and media types', () => {
 
   it('refuses a NUL in the Idempotency-Key header', async () => {
     // A Request cannot carry a NUL in a header (fetch refuses it), so the schema is asked.
-    const { SubmissionHeadersSchema } = await import('../src/core/schemas.ts')
+    const { SubmissionHeadersSchema } = await import('../src/api/schemas.ts')
     const parsed = SubmissionHeadersSchema.safeParse({ 'idempotency-key': 'k\u0000' })
     expect(parsed.success).toBe(false)
     expect(parsed.error!.issues[0]!.path).toEqual(['idempotency-key'])

@@ -1,7 +1,7 @@
 /** @module Pieces shared by the route declarations of the OpenAPI document. */
 import { z } from 'zod'
 
-import { ProblemSchema } from '../core/schemas.ts'
+import { ProblemSchema } from './schemas.ts'
 
 /** Every /v1 route needs a bearer token. */
 export const security = [{ bearerAuth: [] }]

@@ -3,11 +3,11 @@
  * share a transaction, and each is answered after its commit.
  */
 import { PgschedError } from '../core/errors.ts'
-import { payloadProblem } from '../core/schemas.ts'
 import type { Job } from '../core/types.ts'
 import type { Sql, SqlPool } from '../db/client.ts'
 import { eachInTransaction, GroupCommit } from '../db/group-commit.ts'
 import { type JobSubmission, jobGet, jobPlanIfUnplanned, jobSubmit } from '../db/queries/jobs.ts'
+import { payloadProblem } from './schemas.ts'
 
 /** The answer to one submission. */
 export interface Submitted {

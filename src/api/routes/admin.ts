@@ -1,13 +1,13 @@
 /** @module Admin routes: read and set graceful degradation. */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 
-import { DegradationChangeSchema, DegradationSchema } from '../../core/schemas.ts'
 import type { Logger } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import { degradationEvents, degradationGet, degradationSet } from '../../db/queries/degradation.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow } from '../middleware/auth.ts'
 import { jsonResponse, problemResponses, security } from '../openapi.ts'
+import { DegradationChangeSchema, DegradationSchema } from '../schemas.ts'
 import { jsonify } from '../serialize.ts'
 
 const problems = problemResponses('resource', 'never')

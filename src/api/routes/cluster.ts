@@ -2,12 +2,12 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 import { z } from 'zod'
 
-import { SchedulerSchema, WorkerSchema } from '../../core/schemas.ts'
 import type { SqlPool } from '../../db/client.ts'
 import { leaderStatus } from '../../db/queries/leader.ts'
 import { workerList } from '../../db/queries/workers.ts'
 import { type AppEnv, allow } from '../middleware/auth.ts'
 import { baseProblems, jsonResponse, security } from '../openapi.ts'
+import { SchedulerSchema, WorkerSchema } from '../schemas.ts'
 import { jsonify } from '../serialize.ts'
 
 /** Registers GET /v1/workers and GET /v1/scheduler. */

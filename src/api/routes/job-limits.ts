@@ -1,7 +1,6 @@
 /** @module Admin routes: the ceilings on command jobs' resource limits. */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 
-import { JobLimitCeilingsChangeSchema, JobLimitCeilingsSchema } from '../../core/schemas.ts'
 import type { Logger } from '../../core/types.ts'
 import type { SqlPool } from '../../db/client.ts'
 import {
@@ -11,6 +10,7 @@ import {
 } from '../../db/queries/settings.ts'
 import { type AppEnv, allow } from '../middleware/auth.ts'
 import { jsonResponse, problemResponses, security } from '../openapi.ts'
+import { JobLimitCeilingsChangeSchema, JobLimitCeilingsSchema } from '../schemas.ts'
 
 const problems = problemResponses('resource', 'never')
 

@@ -3,17 +3,6 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 import { z } from 'zod'
 
 import { PgschedError } from '../../core/errors.ts'
-import {
-  IdParamSchema,
-  JobBatchSchema,
-  JobListQuerySchema,
-  JobPatchSchema,
-  JobSchema,
-  JobSubmissionSchema,
-  PageQuerySchema,
-  RunSchema,
-  SubmissionHeadersSchema,
-} from '../../core/schemas.ts'
 import type { Job } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import {
@@ -33,6 +22,17 @@ import { currentTraceparent, withSpanFrom } from '../../telemetry/tracing.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
+import {
+  IdParamSchema,
+  JobBatchSchema,
+  JobListQuerySchema,
+  JobPatchSchema,
+  JobSchema,
+  JobSubmissionSchema,
+  PageQuerySchema,
+  RunSchema,
+  SubmissionHeadersSchema,
+} from '../schemas.ts'
 import { jsonify, page } from '../serialize.ts'
 import { submitBatcher, withFirstTick } from '../submit-batcher.ts'
 

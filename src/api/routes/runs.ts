@@ -2,13 +2,13 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 
 import { PgschedError } from '../../core/errors.ts'
-import { IdParamSchema, PageQuerySchema, RunDetailSchema, RunSchema } from '../../core/schemas.ts'
 import type { Principal } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import { runAttempts, runGet, runListDead, runRetryDead } from '../../db/queries/runs.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
+import { IdParamSchema, PageQuerySchema, RunDetailSchema, RunSchema } from '../schemas.ts'
 import { jsonify, page } from '../serialize.ts'
 
 const problems = problemResponses('run', 'The run is not dead')

@@ -12,7 +12,7 @@ import {
   RUN_STATUSES,
   SANDBOX_MODES,
   WORKER_STATES,
-} from './types.ts'
+} from '../core/types.ts'
 
 const laneName = z
   .string()
