@@ -43,6 +43,12 @@ export interface TokenVerifierOptions {
   issuer?: string
   /** Expected audience of JWKS tokens. */
   audience?: string
+  /**
+   * The clock tokens are checked against (exp, nbf, and how long a verified token is
+   * remembered); tests pass one they can move.
+   * @default Date.now
+   */
+  now?: () => number
 }
 
 /** Turns a bearer token into a Principal or throws PgschedError('unauthorized'). */
@@ -56,9 +62,14 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
       'set PGSCHED_JWT_SECRET or PGSCHED_JWKS_URL: the API never runs without auth',
     )
   }
+  const clock = o.now ?? Date.now
   const key = o.secret ? new TextEncoder().encode(o.secret) : undefined
   const jwks = o.jwksUrl ? createRemoteJWKSet(new URL(o.jwksUrl)) : undefined
-  const verify = async (token: string): Promise<{ principal: Principal; exp?: number }> => {
+  const verify = async (
+    token: string,
+    now: number,
+  ): Promise<{ principal: Principal; exp?: number }> => {
+    const currentDate = new Date(now)
     let payload: JWTPayload
     // Which verification the token went to: it shapes what a refusal says.
     let via: Via = 'none'
@@ -71,6 +82,7 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
           issuer: TOKEN_ISSUER,
           audience: TOKEN_AUDIENCE,
           requiredClaims: ['exp'],
+          currentDate,
         }))
       } else if (jwks) {
         via = 'jwks'
@@ -78,6 +90,7 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
           issuer: o.issuer,
           audience: o.audience,
           requiredClaims: ['exp'],
+          currentDate,
         }))
       } else {
         throw new errors.JOSEAlgNotAllowed('unsupported algorithm')
@@ -101,11 +114,11 @@ export function createTokenVerifier(o: TokenVerifierOptions): TokenVerifier {
   // the whole token, signature included) until it expires, for at most VERIFIED_TTL_MS.
   const verified = new Map<string, { principal: Principal; until: number }>()
   return async (token) => {
-    const now = Date.now()
+    const now = clock()
     const hit = verified.get(token)
     if (hit && now < hit.until) return hit.principal
     if (hit) verified.delete(token)
-    const { principal, exp } = await verify(token)
+    const { principal, exp } = await verify(token, now)
     if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!)
     const until = Math.min(now + VERIFIED_TTL_MS, exp === undefined ? Infinity : exp * 1000)
     verified.set(token, { principal, until })
