@@ -7,9 +7,12 @@ import { Hono } from 'hono'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { onError } from '../src/api/middleware/problem.ts'
-import { PAYLOAD_MAX_BYTES, PAYLOAD_MAX_DEPTH } from '../src/api/schemas.ts'
+import { SUBMISSION_DEFAULTS } from '../src/core/submission-defaults.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { setup, type TestBundle } from './helpers.ts'
+
+const { payload_max_depth: PAYLOAD_MAX_DEPTH, payload_max_bytes: PAYLOAD_MAX_BYTES } =
+  SUBMISSION_DEFAULTS
 
 let t: TestBundle
 let alice: string

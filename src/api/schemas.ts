@@ -4,6 +4,9 @@
  */
 import { z } from 'zod'
 
+import { JOB_LIMITS_DEFAULT } from '../core/config.ts'
+// S for short: the limits below are read from the one table of them.
+import { SUBMISSION_DEFAULTS as S } from '../core/submission-defaults.ts'
 import {
   ATTEMPT_OUTCOMES,
   CONCURRENCY_POLICIES,
@@ -16,18 +19,12 @@ import {
 
 const laneName = z
   .string()
-  .regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'must be 1-100 characters of letters, digits, _ . : -')
+  .regex(
+    new RegExp(`^[A-Za-z0-9_.:-]{1,${S.lane_name_max_length}}$`),
+    `must be 1-${S.lane_name_max_length} characters of letters, digits, _ . : -`,
+  )
 
 const jobId = z.int().min(1).max(Number.MAX_SAFE_INTEGER)
-
-/** Deepest nesting of arrays and objects in a task payload. */
-export const PAYLOAD_MAX_DEPTH = 32
-/** Largest task payload, as UTF-8 JSON text. */
-export const PAYLOAD_MAX_BYTES = 256 * 1024
-/** Earliest time a request may give (run_at); Postgres stores earlier ones, pgsched has no use for them. */
-export const TIME_MIN = '1970-01-01T00:00:00Z'
-/** Latest time a request may give: the last with a four-digit year. */
-export const TIME_MAX = '9999-12-31T23:59:59.999Z'
 
 /**
  * Why a string cannot be stored as Postgres text, or undefined: Postgres refuses NUL, and an
@@ -41,8 +38,8 @@ export function textProblem(s: string): string | undefined {
 
 /**
  * Why `value` is not a task payload pgsched can store, or undefined: nested deeper than
- * PAYLOAD_MAX_DEPTH, holding what JSON cannot (a bigint, Infinity) or Postgres cannot (NUL), or
- * larger than PAYLOAD_MAX_BYTES. The walk is iterative, so no depth exhausts the stack, and the
+ * payload_max_depth, holding what JSON cannot (a bigint, Infinity) or Postgres cannot (NUL), or
+ * larger than payload_max_bytes (core/submission-defaults.ts). The walk is iterative, so no depth exhausts the stack, and the
  * depth is checked before anything serializes the value (JSON.stringify recurses).
  */
 export function payloadProblem(value: unknown): string | undefined {
@@ -51,7 +48,7 @@ export function payloadProblem(value: unknown): string | undefined {
   while (todo.length > 0) {
     const [v, depth] = todo.pop()!
     // Each value takes a byte of JSON at least; this also bounds a value that shares parts.
-    if (++seen > PAYLOAD_MAX_BYTES) return `is larger than ${PAYLOAD_MAX_BYTES} bytes of JSON`
+    if (++seen > S.payload_max_bytes) return `is larger than ${S.payload_max_bytes} bytes of JSON`
     if (v === null || typeof v === 'boolean') continue
     if (typeof v === 'string') {
       const problem = textProblem(v)
@@ -63,7 +60,7 @@ export function payloadProblem(value: unknown): string | undefined {
       continue
     }
     if (typeof v !== 'object') return `has a value JSON cannot hold (${typeof v})`
-    if (depth >= PAYLOAD_MAX_DEPTH) return `is nested deeper than ${PAYLOAD_MAX_DEPTH} levels`
+    if (depth >= S.payload_max_depth) return `is nested deeper than ${S.payload_max_depth} levels`
     if (Array.isArray(v)) {
       for (const e of v) todo.push([e, depth + 1])
       continue
@@ -77,8 +74,8 @@ export function payloadProblem(value: unknown): string | undefined {
     }
   }
   const bytes = new TextEncoder().encode(JSON.stringify(value)).length
-  if (bytes > PAYLOAD_MAX_BYTES)
-    return `is larger than ${PAYLOAD_MAX_BYTES} bytes of JSON (${bytes})`
+  if (bytes > S.payload_max_bytes)
+    return `is larger than ${S.payload_max_bytes} bytes of JSON (${bytes})`
   return undefined
 }
 
@@ -90,54 +87,46 @@ function storable<T extends z.ZodString>(schema: T): T {
   }) as T
 }
 
-// A time in requests: ISO 8601 with an offset, between TIME_MIN and TIME_MAX.
+// A time in requests: ISO 8601 with an offset, between time_min and time_max.
 const requestTime = z.iso.datetime({ offset: true }).superRefine((s, ctx) => {
   const t = Date.parse(s)
-  if (!(t >= Date.parse(TIME_MIN) && t <= Date.parse(TIME_MAX)))
-    ctx.addIssue({ code: 'custom', message: `must be between ${TIME_MIN} and ${TIME_MAX}` })
+  if (!(t >= Date.parse(S.time_min) && t <= Date.parse(S.time_max)))
+    ctx.addIssue({ code: 'custom', message: `must be between ${S.time_min} and ${S.time_max}` })
 })
 
-/**
- * The smallest value of each job limit: below these a shell cannot start. The SQL functions
- * (pgsched._check_job_limit) hold the same floors.
- */
-export const JOB_LIMIT_FLOORS = Object.freeze({
-  memory_mb: 16,
-  cpu_seconds: 1,
-  max_processes: 1,
-  file_size_mb: 1,
-  open_files: 16,
-} satisfies Required<JobLimits>)
-
 // One limit, from its floor to `max`.
-const limit = (field: keyof typeof JOB_LIMIT_FLOORS, max: number) =>
-  z.int().min(JOB_LIMIT_FLOORS[field]).max(max).optional()
+const limit = (field: keyof JobLimits, max: number) =>
+  z.int().min(S.limit_floors[field]).max(max).optional()
 
 /** Resource limits of a command job; the admin's ceilings are checked by the SQL functions. */
 export const JobLimitsSchema = z
   .strictObject({
-    memory_mb: limit('memory_mb', 1_000_000).meta({
-      description: 'memory of the whole job, MiB (default PGSCHED_JOB_MEMORY_MB, 512)',
+    memory_mb: limit('memory_mb', S.limit_max.memory_mb).meta({
+      description: `memory of the whole job, MiB (default PGSCHED_JOB_MEMORY_MB, ${JOB_LIMITS_DEFAULT.memory_mb})`,
     }),
-    cpu_seconds: limit('cpu_seconds', 1_000_000).meta({
+    cpu_seconds: limit('cpu_seconds', S.limit_max.cpu_seconds).meta({
       description: 'CPU time of each process, seconds',
     }),
-    max_processes: limit('max_processes', 100_000).meta({
+    max_processes: limit('max_processes', S.limit_max.max_processes).meta({
       description: 'processes and threads at once',
     }),
-    file_size_mb: limit('file_size_mb', 1_000_000).meta({
+    file_size_mb: limit('file_size_mb', S.limit_max.file_size_mb).meta({
       description: 'largest file written, MiB',
     }),
-    open_files: limit('open_files', 1_000_000).meta({
+    open_files: limit('open_files', S.limit_max.open_files).meta({
       description: 'open file descriptors per process',
     }),
   })
   .meta({ id: 'JobLimits' })
 
+// A whole-number field of a submission: its range, and its default when not given.
+const intField = (f: { min: number; max: number; default: number }) =>
+  z.int().min(f.min).max(f.max).default(f.default)
+
 // The fields of a submission, shared by POST /v1/jobs and each job of a batch.
 const submissionFields = z.strictObject({
-  name: storable(z.string().trim().min(1, 'is required').max(200)),
-  command: storable(z.string().min(1).max(100_000)).optional(),
+  name: storable(z.string().trim().min(1, 'is required').max(S.name_max_length)),
+  command: storable(z.string().min(1).max(S.command_max_length)).optional(),
   task: laneName.optional(),
   payload: z
     .unknown()
@@ -146,20 +135,20 @@ const submissionFields = z.strictObject({
       if (message) ctx.addIssue({ code: 'custom', message })
     })
     .meta({
-      description: `JSON given to the task handler: at most ${PAYLOAD_MAX_DEPTH} levels deep and ${PAYLOAD_MAX_BYTES / 1024} KiB`,
+      description: `JSON given to the task handler: at most ${S.payload_max_depth} levels deep and ${S.payload_max_bytes / 1024} KiB`,
     })
     .optional(),
-  schedule: storable(z.string().min(1).max(200)).optional(),
-  timezone: storable(z.string().min(1).max(100)).optional(),
+  schedule: storable(z.string().min(1).max(S.schedule_max_length)).optional(),
+  timezone: storable(z.string().min(1).max(S.timezone_max_length)).optional(),
   run_at: requestTime.optional(),
-  priority: z.int().min(1).max(10).default(5),
-  max_retries: z.int().min(0).max(100).default(3),
-  backoff_base_seconds: z.int().min(0).max(86_400).default(60),
-  timeout_seconds: z.int().min(1).max(604_800).default(3600),
+  priority: intField(S.priority),
+  max_retries: intField(S.max_retries),
+  backoff_base_seconds: intField(S.backoff_base_seconds),
+  timeout_seconds: intField(S.timeout_seconds),
   queue: laneName.optional(),
   depends_on: z
     .array(jobId)
-    .max(100)
+    .max(S.depends_on_max)
     .optional()
     .meta({ description: 'jobs that must succeed before this one runs' }),
   concurrency_policy: z.enum(CONCURRENCY_POLICIES).optional().meta({
@@ -217,23 +206,20 @@ export const JobSubmissionSchema = submissionFields
 
 /** Headers of POST /v1/jobs. */
 export const SubmissionHeadersSchema = z.object({
-  'idempotency-key': storable(z.string().min(1).max(200)).optional().meta({
+  'idempotency-key': storable(z.string().min(1).max(S.idempotency_key_max_length)).optional().meta({
     description: 'The same key from the same user returns the first job (200) instead of a new one',
   }),
 })
 
-/** Most jobs one batch may hold. */
-export const BATCH_MAX_JOBS = 1000
-
 /** One job of POST /v1/jobs/batch. */
 export const BatchJobSchema = submissionFields
   .extend({
-    ref: storable(z.string().min(1).max(100)).optional().meta({
+    ref: storable(z.string().min(1).max(S.ref_max_length)).optional().meta({
       description: 'a name for this job within the batch, for depends_on of other jobs',
     }),
     depends_on: z
-      .array(z.union([jobId, storable(z.string().min(1).max(100))]))
-      .max(100)
+      .array(z.union([jobId, storable(z.string().min(1).max(S.ref_max_length))]))
+      .max(S.depends_on_max)
       .optional()
       .meta({ description: 'ids of existing jobs, and refs of jobs in this batch' }),
   })
@@ -242,16 +228,16 @@ export const BatchJobSchema = submissionFields
 
 /** Body of POST /v1/jobs/batch. */
 export const JobBatchSchema = z
-  .strictObject({ jobs: z.array(BatchJobSchema).min(1).max(BATCH_MAX_JOBS) })
+  .strictObject({ jobs: z.array(BatchJobSchema).min(1).max(S.batch_max_jobs) })
   .meta({ id: 'JobBatch' })
 
 /** Body of PATCH /v1/jobs/{id}. */
 export const JobPatchSchema = z
   .strictObject({
     status: z.enum(['paused', 'active']).optional(),
-    priority: z.int().min(1).max(10).optional(),
-    schedule: storable(z.string().min(1).max(200)).optional(),
-    timezone: storable(z.string().min(1).max(100)).optional(),
+    priority: z.int().min(S.priority.min).max(S.priority.max).optional(),
+    schedule: storable(z.string().min(1).max(S.schedule_max_length)).optional(),
+    timezone: storable(z.string().min(1).max(S.timezone_max_length)).optional(),
   })
   .refine((b) => Object.keys(b).length > 0, {
     message: 'give at least one of status, priority, schedule',
@@ -344,7 +330,7 @@ export const PageQuerySchema = z.object({
 /** Query of GET /v1/jobs. */
 export const JobListQuerySchema = PageQuerySchema.extend({
   status: z.enum(JOB_STATUSES).optional(),
-  name: storable(z.string().min(1).max(200)).optional(),
+  name: storable(z.string().min(1).max(S.name_max_length)).optional(),
 })
 
 /** Path parameter `id`. */
@@ -445,14 +431,12 @@ export const DegradationChangeSchema = z
   })
   .meta({ id: 'DegradationChange' })
 
-// The highest ceiling an admin may set (pgsched.set_job_limit_ceilings holds the same).
-const CEILING_MAX = 1_000_000_000
 const ceilingFields = {
-  memory_mb: limit('memory_mb', CEILING_MAX),
-  cpu_seconds: limit('cpu_seconds', CEILING_MAX),
-  max_processes: limit('max_processes', CEILING_MAX),
-  file_size_mb: limit('file_size_mb', CEILING_MAX),
-  open_files: limit('open_files', CEILING_MAX),
+  memory_mb: limit('memory_mb', S.limit_ceiling_max),
+  cpu_seconds: limit('cpu_seconds', S.limit_ceiling_max),
+  max_processes: limit('max_processes', S.limit_ceiling_max),
+  file_size_mb: limit('file_size_mb', S.limit_ceiling_max),
+  open_files: limit('open_files', S.limit_ceiling_max),
 }
 
 /** The admin's ceilings on job limits, in responses. */

@@ -1,5 +1,6 @@
 /** @module Queries on pgsched.jobs. The only runtime SQL for jobs; each takes `sql` first. */
 import { type DueJob, planJob, type TickPlan } from '../../core/cron.ts'
+import { SUBMISSION_DEFAULTS as S } from '../../core/submission-defaults.ts'
 import type { ConcurrencyPolicy, Job, JobLimits, JobStatus } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
@@ -58,20 +59,20 @@ export async function jobSubmit(
       task => ${s.task ?? null},
       payload => ${s.payload === undefined ? null : sql.json(s.payload as never)}::jsonb,
       schedule => ${s.schedule ?? null},
-      timezone => ${s.timezone ?? 'UTC'},
+      timezone => ${s.timezone ?? S.timezone},
       run_at => ${s.run_at ?? null}::timestamptz,
-      priority => ${s.priority ?? 5}::integer,
-      max_retries => ${s.max_retries ?? 3}::integer,
-      backoff_base_seconds => ${s.backoff_base_seconds ?? 60}::integer,
-      timeout_seconds => ${s.timeout_seconds ?? 3600}::integer,
+      priority => ${s.priority ?? S.priority.default}::integer,
+      max_retries => ${s.max_retries ?? S.max_retries.default}::integer,
+      backoff_base_seconds => ${s.backoff_base_seconds ?? S.backoff_base_seconds.default}::integer,
+      timeout_seconds => ${s.timeout_seconds ?? S.timeout_seconds.default}::integer,
       queue => ${s.queue ?? null},
       idempotency_key => ${s.idempotency_key ?? null},
       owner => ${owner},
       traceparent => ${traceparent},
       depends_on => ${(s.depends_on ?? []).map(Number)}::bigint[],
-      concurrency_policy => ${s.concurrency_policy ?? 'allow'},
+      concurrency_policy => ${s.concurrency_policy ?? S.concurrency_policy},
       limits => ${sql.json((s.limits ?? {}) as never)}::jsonb,
-      network => ${s.network ?? false}::boolean
+      network => ${s.network ?? S.network}::boolean
     ) AS id`
   // A job created by this transaction carries its start time; an idempotent replay is older.
   const [row] = await sql<(Job & { created: boolean })[]>`
