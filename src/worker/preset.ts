@@ -29,8 +29,10 @@ export function makeWorkerPreset(s: ExecutorSettings): GraphileConfig.Preset {
       // of one per run (patches/graphile-worker+*.patch makes the batch claim honour the
       // degradation's forbidden flags). A worker holds at most `concurrency` runs it has not
       // started yet; a run of higher priority submitted meanwhile waits for those.
-      localQueue: { size: Number(process.env.XLQ ?? s.concurrency) },
-      completeJobBatchDelay: Number(process.env.XCB ?? 0),
+      localQueue: { size: s.concurrency },
+      // 0 batches the completions that arrive before a 0 ms timer fires, without holding runs
+      // locked for longer (Graphile's default, -1, turns batching off).
+      completeJobBatchDelay: 0,
     },
   }
 }
