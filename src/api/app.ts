@@ -17,14 +17,14 @@ import { registerRunRoutes } from './routes/runs.ts'
 import type { TokenVerifier } from './tokens.ts'
 
 /** Largest request body the API reads: a command, payload and schedule fit with room to spare. */
-export const BODY_LIMIT_BYTES = 1024 * 1024
+const BODY_LIMIT_BYTES = 1024 * 1024
 
 /**
  * Largest request header the API reads, and largest total of all of them: a bearer token from an
  * identity provider fits with room to spare. Node's own limit is 16 KiB in all; a server that lets
  * more through gets a problem+json 431 from here.
  */
-export const HEADER_LIMIT_BYTES = 8 * 1024
+const HEADER_LIMIT_BYTES = 8 * 1024
 /** @see HEADER_LIMIT_BYTES */
 export const HEADERS_LIMIT_BYTES = 16 * 1024
 

@@ -17,14 +17,14 @@ import {
 import { DEGRADED_RETRY_AFTER_SECONDS } from './middleware/problem.ts'
 
 /** At degradation level 2 and above, history pages hold at most this many items… */
-export const HISTORY_CAP_ITEMS = 20
+const HISTORY_CAP_ITEMS = 20
 /** …from at most this far back. */
-export const HISTORY_CAP_HOURS = 24
+const HISTORY_CAP_HOURS = 24
 // The level is read at most this often: a level change reaches every API process within it.
 const LEVEL_TTL_MS = 1000
 
 /** Bounds of a history query. */
-export interface HistoryBounds {
+interface HistoryBounds {
   limit: number
   /** Only items created after this; undefined when uncapped. */
   since?: Date

@@ -30,7 +30,7 @@ const jobId = z.int().min(1).max(Number.MAX_SAFE_INTEGER)
  * Why a string cannot be stored as Postgres text, or undefined: Postgres refuses NUL, and an
  * unpaired UTF-16 surrogate has no UTF-8 form (in JSON it fails as jsonb).
  */
-export function textProblem(s: string): string | undefined {
+function textProblem(s: string): string | undefined {
   if (s.includes('\u0000')) return 'must not contain NUL characters (\\u0000)'
   if (!s.isWellFormed()) return 'must be valid Unicode (it has an unpaired surrogate)'
   return undefined
@@ -99,7 +99,7 @@ const limit = (field: keyof JobLimits, max: number) =>
   z.int().min(S.limit_floors[field]).max(max).optional()
 
 /** Resource limits of a command job; the admin's ceilings are checked by the SQL functions. */
-export const JobLimitsSchema = z
+const JobLimitsSchema = z
   .strictObject({
     memory_mb: limit('memory_mb', S.limit_max.memory_mb).meta({
       description: `memory of the whole job, MiB (default PGSCHED_JOB_MEMORY_MB, ${JOB_LIMITS_DEFAULT.memory_mb})`,
@@ -212,7 +212,7 @@ export const SubmissionHeadersSchema = z.object({
 })
 
 /** One job of POST /v1/jobs/batch. */
-export const BatchJobSchema = submissionFields
+const BatchJobSchema = submissionFields
   .extend({
     ref: storable(z.string().min(1).max(S.ref_max_length)).optional().meta({
       description: 'a name for this job within the batch, for depends_on of other jobs',
@@ -275,7 +275,7 @@ export const JobSchema = z
   .meta({ id: 'Job' })
 
 /** One attempt in responses. */
-export const AttemptSchema = z
+const AttemptSchema = z
   .object({
     attempt: z.int(),
     worker: z.string(),

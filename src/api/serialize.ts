@@ -1,7 +1,7 @@
 /** @module Rows to JSON bodies: dates become ISO strings, keys stay snake_case. */
 
 /** `T` with its Date fields as ISO strings, as JSON carries them. */
-export type Jsonified<T> = {
+type Jsonified<T> = {
   [K in keyof T]: T[K] extends Date ? string : T[K] extends Date | null ? string | null : T[K]
 }
 

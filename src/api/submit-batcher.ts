@@ -10,7 +10,7 @@ import { type JobSubmission, jobGet, jobPlanIfUnplanned, jobSubmit } from '../db
 import { payloadProblem } from './schemas.ts'
 
 /** The answer to one submission. */
-export interface Submitted {
+interface Submitted {
   job: Job
   /** False when an idempotency key returned an earlier job. */
   created: boolean
@@ -34,7 +34,7 @@ export async function withFirstTick<T extends Submitted>(tx: Sql, s: T): Promise
 }
 
 /** Writes a submission, its first tick planned. */
-export async function submitOne(tx: Sql, c: SubmitCall): Promise<Submitted> {
+async function submitOne(tx: Sql, c: SubmitCall): Promise<Submitted> {
   return withFirstTick(tx, await jobSubmit(tx, c.submission, c.owner, c.traceparent))
 }
 
@@ -69,7 +69,7 @@ function invalid(field: string, message: string): never {
  * How long a group of submissions may take to write: well under the API's request timeout
  * (middleware/breaker.ts, 10 s), so its callers hear why rather than a 503 for everyone.
  */
-export const SUBMIT_SETTLE_TIMEOUT_MS = 5000
+const SUBMIT_SETTLE_TIMEOUT_MS = 5000
 
 /** One per app. A repeated idempotency key waits for a later transaction, so its answer can tell
  * "created" from "returned the earlier job". */

@@ -12,9 +12,9 @@ import { PgschedError } from '../core/errors.ts'
 import { type Principal, ROLES, type Role } from '../core/types.ts'
 
 /** Issuer and audience of tokens pgsched mints itself. */
-export const TOKEN_ISSUER = 'pgsched'
+const TOKEN_ISSUER = 'pgsched'
 /** @see TOKEN_ISSUER */
-export const TOKEN_AUDIENCE = 'pgsched'
+const TOKEN_AUDIENCE = 'pgsched'
 
 /** Mints an HS256 token for `sub` with `roles`, valid for `ttlSeconds`. */
 export async function mintToken(

@@ -54,7 +54,7 @@ export const ATTEMPT_OUTCOMES = Object.freeze([
   'interrupted',
 ] as const)
 /** An attempt's outcome. */
-export type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number]
+type AttemptOutcome = (typeof ATTEMPT_OUTCOMES)[number]
 
 /** Worker states: `stopping` while it drains on shutdown; `dead` when the leader declared it lost. */
 export const WORKER_STATES = Object.freeze(['active', 'stopping', 'stopped', 'dead'] as const)

@@ -24,7 +24,7 @@ import { PgschedError } from '../core/errors.ts'
 import { isDatabaseUnreachable, type Sql, type SqlPool } from './client.ts'
 
 /** Options of a GroupCommit. */
-export interface GroupCommitOptions<I> {
+interface GroupCommitOptions<I> {
   /** Most calls in one transaction. @default 100 */
   maxBatch?: number
   /** Transactions in flight at once; more calls wait and form the next groups. @default 4 */
@@ -55,7 +55,7 @@ export interface GroupCommitOptions<I> {
  * the write has taken longer than the GroupCommit allows: the write should then end what it holds
  * (eachInTransaction ends its connection) so that it settles.
  */
-export type WriteGroup<I, O> = (sql: SqlPool, items: I[], signal: AbortSignal) => Promise<O[]>
+type WriteGroup<I, O> = (sql: SqlPool, items: I[], signal: AbortSignal) => Promise<O[]>
 
 /**
  * A WriteGroup that writes each item with `write` in one shared transaction, with optional

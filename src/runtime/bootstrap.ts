@@ -34,7 +34,7 @@ export interface Database {
  * or as root, when the `postgres` user cannot reach the default one, a folder of its own under
  * /var/lib/pgsched (`movedFrom` and `blockedAt` then say why). Creates nothing.
  */
-export function dataFolder(config: PgschedConfig): {
+function dataFolder(config: PgschedConfig): {
   dir: string
   movedFrom?: string
   blockedAt?: string
@@ -84,7 +84,7 @@ export function sqlUrl(config: PgschedConfig): string {
 }
 
 /** An HS256 secret and where it came from. */
-export interface JwtSecret {
+interface JwtSecret {
   value: string
   /** `PGSCHED_JWT_SECRET`, or the file it was read from. */
   source: string

@@ -37,13 +37,13 @@ import { ensureSystemUser, findSystemUser } from './system-user.ts'
  * Where pgsched, run as root, keeps what the `postgres` user must reach when the project folder is
  * closed to it: a copy of the server binaries per version, and data folders.
  */
-export const ROOT_STATE_DIR = '/var/lib/pgsched'
+const ROOT_STATE_DIR = '/var/lib/pgsched'
 
 /** The files pgsched writes in a data folder besides the cluster (`pg/`): secrets, 0600. */
-export const DATA_DIR_SECRETS = ['pg-password', 'jwt-secret'] as const
+const DATA_DIR_SECRETS = ['pg-password', 'jwt-secret'] as const
 
 /** Where and how to run the embedded server. */
-export interface EmbeddedOptions {
+interface EmbeddedOptions {
   /** Folder for the cluster (created when missing). */
   dataDir: string
   port: number
@@ -149,7 +149,7 @@ export function readOrCreateSecret(
  * gives each secret file in it mode 0600 and this user as owner (an older one may be 0644).
  * Refuses a folder other users may write to.
  */
-export function secureDataDir(dataDir: string): void {
+function secureDataDir(dataDir: string): void {
   const dir = resolve(dataDir)
   const root = isRoot()
   mkdirSync(dir, { recursive: true, mode: root ? 0o711 : 0o700 })

@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process'
 
 /** A user of this host and its primary group. */
-export interface SystemUser {
+interface SystemUser {
   name: string
   uid: number
   gid: number

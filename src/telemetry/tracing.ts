@@ -5,7 +5,7 @@
 import { context, propagation, type Span, SpanStatusCode, trace } from '@opentelemetry/api'
 
 /** The tracer of pgsched; span names look like `pgsched.<area>.<op>`. */
-export const tracer = trace.getTracer('pgsched')
+const tracer = trace.getTracer('pgsched')
 
 /** The W3C traceparent of the active span, to store on a run; null when not tracing. */
 export function currentTraceparent(): string | null {

@@ -11,10 +11,10 @@ import type { TaskRegistry } from './tasks.ts'
 export type StopReason = 'cancelled' | 'shutdown' | 'superseded'
 
 /** Longest wait between SIGTERM and SIGKILL when a user cancels a command. */
-export const CANCEL_KILL_GRACE_MS = 1_500
+const CANCEL_KILL_GRACE_MS = 1_500
 
 /** What executing an attempt needs besides the run. */
-export interface ExecuteOptions {
+interface ExecuteOptions {
   tasks: TaskRegistry
   /** Where command jobs run. */
   sandbox: Sandbox

@@ -2,7 +2,7 @@
 import { WorkerPreset } from 'graphile-worker'
 
 /** Settings of the executor. */
-export interface ExecutorSettings {
+interface ExecutorSettings {
   connectionString: string
   concurrency: number
   /** Fallback poll for runs that became due (retries, delayed runs); LISTEN wakes it otherwise. @default 2000 */

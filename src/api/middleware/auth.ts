@@ -20,7 +20,7 @@ export function authenticate(verify: TokenVerifier): MiddlewareHandler<AppEnv> {
 }
 
 /** What a principal does: read its jobs and runs, change them, or operate the system. */
-export type Action = 'read' | 'write' | 'operate'
+type Action = 'read' | 'write' | 'operate'
 
 const ALLOWED: Record<Action, readonly Role[]> = {
   read: ['admin', 'submitter', 'viewer'],
@@ -29,7 +29,7 @@ const ALLOWED: Record<Action, readonly Role[]> = {
 }
 
 /** Throws 403 unless one of the principal's roles allows `action`. */
-export function requireRole(p: Principal, action: Action): void {
+function requireRole(p: Principal, action: Action): void {
   if (!p.roles.some((r) => ALLOWED[action].includes(r))) {
     throw new PgschedError(
       'forbidden',

@@ -21,7 +21,7 @@ import { isDatabaseUnreachable } from '../../db/client.ts'
 import { databaseUnavailable } from './problem.ts'
 
 /** Options of the breaker. */
-export interface BreakerOptions {
+interface BreakerOptions {
   logger: Logger
   /** Failures in a row that open the circuit. @default 3 */
   failures?: number

@@ -13,7 +13,7 @@ export async function degradationGet(sql: Sql): Promise<Degradation> {
 }
 
 /** A change of level or mode, as logged. */
-export interface DegradationEvent {
+interface DegradationEvent {
   at: Date
   from_level: number
   to_level: number
@@ -30,7 +30,7 @@ export async function degradationEvents(sql: Sql, limit: number): Promise<Degrad
 }
 
 /** What an admin sets (pgsched.set_degradation). */
-export interface DegradationChange {
+interface DegradationChange {
   mode: 'auto' | 'manual'
   level?: number
   reason?: string

@@ -7,7 +7,7 @@ const runColumns = (sql: Sql) => sql`
   r.available_at, r.started_at, r.finished_at, r.worker, r.exit_code, r.output, r.error, r.created_at`
 
 /** A run with its owner, for authorization. */
-export type OwnedRun = Run & { owner: string }
+type OwnedRun = Run & { owner: string }
 
 /** One run by id with its owner, or undefined. */
 export async function runGet(sql: Sql, id: number): Promise<OwnedRun | undefined> {

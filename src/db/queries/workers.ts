@@ -3,7 +3,7 @@ import type { WorkerInfo, WorkerState } from '../../core/types.ts'
 import type { Sql } from '../client.ts'
 
 /** What a worker reports with each heartbeat. */
-export interface Heartbeat {
+interface Heartbeat {
   name: string
   host: string
   pid: number
@@ -41,7 +41,7 @@ export async function workerList(sql: Sql): Promise<WorkerInfo[]> {
 }
 
 /** One action of the rescue sweep. */
-export interface RescueAction {
+interface RescueAction {
   action: 'worker_dead' | 'run_lost' | 'run_requeued'
   worker: string | null
   run_id: number | null

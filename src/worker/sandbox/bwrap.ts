@@ -70,7 +70,7 @@ export function etcFiles(user: { name: string; uid: number; gid: number }): {
 }
 
 /** Everything one bwrap invocation depends on. */
-export interface BwrapPlan {
+interface BwrapPlan {
   /** From systemMounts(). */
   system: readonly string[]
   /** Host paths of the generated passwd and group files. */

@@ -14,7 +14,7 @@ import type { Logger } from '../../core/types.ts'
 import { isStaleInstance } from './instance-id.ts'
 
 /** What one attempt's cgroup enforces. */
-export interface CgroupLimits {
+interface CgroupLimits {
   memoryBytes: number
   pidsMax: number
 }

@@ -47,7 +47,7 @@ export interface SandboxSettings {
 }
 
 /** One attempt of a command job. */
-export interface SandboxRunOptions extends StopOptions {
+interface SandboxRunOptions extends StopOptions {
   /** Shell command line, run with /bin/sh -c in the job's scratch folder. */
   command: string
   /** Extra environment variables; the job sees only these and PATH, HOME, LANG, TZ. */

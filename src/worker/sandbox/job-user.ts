@@ -5,7 +5,7 @@
 import { ensureSystemUser, findSystemUser } from '../../runtime/system-user.ts'
 
 /** The user created for jobs when PGSCHED_JOB_USER is not set and the worker runs as root. */
-export const JOB_USER_DEFAULT = 'pgsched-job'
+const JOB_USER_DEFAULT = 'pgsched-job'
 
 /** Who a job runs as on the host. */
 export interface JobUser {

@@ -45,7 +45,7 @@ export interface LaunchContext {
 }
 
 /** One attempt to launch. */
-export interface LaunchRequest extends StopOptions {
+interface LaunchRequest extends StopOptions {
   command: string
   env?: Record<string, string>
   network: boolean

@@ -46,7 +46,7 @@ export interface StopOptions {
 }
 
 /** What a SignalJob knows about the spawned process. */
-export interface SpawnedState {
+interface SpawnedState {
   pid: number
   /** Whether it has exited (its pid may then belong to someone else). */
   exited: boolean

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import type { JobLimits } from '../../core/types.ts'
 
 /** A process past its CPU limit gets SIGXCPU, then SIGKILL this much later if it ignores that. */
-export const CPU_KILL_AFTER_XCPU_SECONDS = 5
+const CPU_KILL_AFTER_XCPU_SECONDS = 5
 
 const MIB = 1024 * 1024
 
@@ -44,7 +44,7 @@ export function readHardLimits(): HardLimits {
 }
 
 /** What to limit beyond the always-on cpu, file size and open files. */
-export interface RlimitChoice {
+interface RlimitChoice {
   /** RLIMIT_NPROC, or null to leave it to the cgroup (it counts per user, not per job). */
   nproc: number | null
   /** RLIMIT_AS in bytes, or null: it counts reserved address space and breaks V8, Go and Java. */

@@ -14,7 +14,7 @@ const SHELL_SIGNAL_BASE = 128
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name]))
 
 /** What the sandbox knows besides how the process ended. */
-export interface VerdictContext {
+interface VerdictContext {
   timeoutMs: number
   limits: Required<JobLimits>
   hits: CgroupHits
