@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'unavailable'
   | 'config'
   | 'migration_too_new'
+  | 'migration_chain_unknown'
   | 'internal'
 
 /** A field that failed validation, and why. */

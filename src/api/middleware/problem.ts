@@ -21,6 +21,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   unavailable: 503,
   config: 500,
   migration_too_new: 500,
+  migration_chain_unknown: 500,
   internal: 500,
 }
 
@@ -37,6 +38,7 @@ const TITLE: Record<ErrorCode, string> = {
   unavailable: 'Service unavailable',
   config: 'Server misconfigured',
   migration_too_new: 'Server misconfigured',
+  migration_chain_unknown: 'Server misconfigured',
   internal: 'Internal error',
 }
 

@@ -1,0 +1,156 @@
+-- Enqueue: a run's current attempt becomes one Graphile Worker job, created in the same
+-- transaction as the run (architecture §1.3). Every path that enqueues (single submit, batch,
+-- ticks, retries, rescue, dependencies) goes through _enqueue_attempt or _enqueue_attempts, and
+-- both take the executor job's spec from _executor_job_specs.
+
+-- The Graphile job_key of run p_run_id's executor job: one per run, so enqueueing the next
+-- attempt replaces the previous one, and a run's executor job can be found or removed by key.
+CREATE OR REPLACE FUNCTION pgsched._executor_job_key(p_run_id bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT 'pgsched_run:' || p_run_id
+$$;
+
+-- The executor job specs of the current attempts of runs p_run_ids, in run id order. pgsched owns
+-- retries, so each attempt is one executor job with max_attempts = 1; a job's queue is its Graphile
+-- lane ('pgsched:' || queue, NULL = no lane); priorities 8-10 carry the 'low' flag so a degraded
+-- system can skip them with forbiddenFlags.
+CREATE OR REPLACE FUNCTION pgsched._executor_job_specs(p_run_ids bigint[])
+RETURNS graphile_worker.job_spec[]
+LANGUAGE sql STABLE AS $$
+  SELECT ARRAY(
+    SELECT ROW('pgsched_run', json_build_object('run_id', r.id, 'attempt', r.attempt),
+      CASE WHEN j.queue IS NOT NULL THEN 'pgsched:' || j.queue END, r.available_at, 1,
+      pgsched._executor_job_key(r.id), j.priority,
+      CASE WHEN j.priority >= 8 THEN ARRAY['low'] END)::graphile_worker.job_spec
+    FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
+    WHERE r.id = ANY (p_run_ids)
+    ORDER BY r.id)
+$$;
+
+-- Enqueues run p_run_id's current attempt at once with add_job, which is cheaper than
+-- _enqueue_attempts' set-based statements for a single run.
+CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  s graphile_worker.job_spec := (pgsched._executor_job_specs(ARRAY[p_run_id]))[1];
+BEGIN
+  UPDATE pgsched.runs SET executor_job_id = (graphile_worker.add_job(s.identifier, s.payload,
+    s.queue_name, s.run_at, s.max_attempts, s.job_key, s.priority, s.flags)).id
+  WHERE id = p_run_id;
+END
+$$;
+
+/**
+ * Enqueues the current attempts of runs p_run_ids with one add_jobs call (one insert, one NOTIFY)
+ * and records each executor job on its run. An executor job the run already has is replaced (a
+ * locked one is detached), as add_job with the same key does.
+ */
+CREATE OR REPLACE FUNCTION pgsched._enqueue_attempts(p_run_ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  gw_ids bigint[];
+  gw_keys text[];
+BEGIN
+  IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
+    RETURN;
+  END IF;
+  SELECT array_agg(g.id), array_agg(g.key) INTO gw_ids, gw_keys
+  FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids)) g;
+  UPDATE pgsched.runs r SET executor_job_id = x.gw_id
+  FROM unnest(gw_ids, gw_keys) AS x (gw_id, gw_key)
+  WHERE r.id = ANY (p_run_ids) AND pgsched._executor_job_key(r.id) = x.gw_key;
+END
+$$;
+
+/**
+ * Enqueues run p_run_id's current attempt; inside a group (pgsched.defer_enqueue = 'on' in this
+ * transaction) it is noted and enqueued by _enqueue_deferred with the rest of the group.
+ */
+CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt(p_run_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('pgsched.defer_enqueue', true) = 'on' THEN
+    PERFORM set_config('pgsched.deferred_runs',
+      concat_ws(',', nullif(current_setting('pgsched.deferred_runs', true), ''), p_run_id), true);
+  ELSE
+    PERFORM pgsched._enqueue_attempt_now(p_run_id);
+  END IF;
+END
+$$;
+
+/** Starts a group: until _enqueue_deferred, enqueueing is noted, not done. */
+CREATE OR REPLACE FUNCTION pgsched._defer_enqueue() RETURNS void
+LANGUAGE sql AS $$
+  SELECT set_config('pgsched.defer_enqueue', 'on', true);
+  SELECT set_config('pgsched.deferred_runs', '', true);
+$$;
+
+/** Ends a group: enqueues every run noted since _defer_enqueue, at once. */
+CREATE OR REPLACE FUNCTION pgsched._enqueue_deferred() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  noted bigint[] := string_to_array(nullif(current_setting('pgsched.deferred_runs', true), ''), ',')::bigint[];
+BEGIN
+  PERFORM set_config('pgsched.defer_enqueue', 'off', true);
+  PERFORM set_config('pgsched.deferred_runs', '', true);
+  PERFORM pgsched._enqueue_attempts(ARRAY(SELECT DISTINCT unnest(noted)));
+END
+$$;
+
+/**
+ * Creates the run of job p_job_id for the occurrence p_scheduled_for, unless that occurrence
+ * already has a run (unique (job_id, scheduled_for): a tick fires at most once); returns its id,
+ * or NULL when the occurrence existed. A recurring job's concurrency_policy applies while an
+ * earlier run is unfinished: 'forbid' records this one as skipped, 'replace' cancels the earlier.
+ * A job with dependencies gets a waiting run, resolved at once (below degradation level 3).
+ */
+CREATE OR REPLACE FUNCTION pgsched._create_run(p_job_id bigint, p_scheduled_for timestamptz, p_traceparent text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  j pgsched.jobs;
+  new_id bigint;
+  busy boolean;
+  waits boolean;
+  r record;
+BEGIN
+  SELECT * INTO j FROM pgsched.jobs WHERE id = p_job_id;
+  busy := j.schedule IS NOT NULL AND j.concurrency_policy <> 'allow' AND EXISTS (
+    SELECT 1 FROM pgsched.runs x
+    WHERE x.job_id = p_job_id AND x.status IN ('waiting', 'queued', 'running', 'failed'));
+  IF busy AND j.concurrency_policy = 'forbid' THEN
+    INSERT INTO pgsched.runs (job_id, scheduled_for, status, finished_at, error, traceparent)
+    VALUES (p_job_id, p_scheduled_for, 'skipped', now(),
+      'skipped: the previous run is still in progress (concurrency_policy forbid)', p_traceparent)
+    ON CONFLICT (job_id, scheduled_for) DO NOTHING
+    RETURNING id INTO new_id;
+    RETURN new_id;
+  END IF;
+  waits := EXISTS (SELECT 1 FROM pgsched.job_dependencies d WHERE d.job_id = p_job_id)
+    AND pgsched._degradation_level() < 3;
+  INSERT INTO pgsched.runs (job_id, scheduled_for, status, available_at, traceparent)
+  VALUES (p_job_id, p_scheduled_for, CASE WHEN waits THEN 'waiting' ELSE 'queued' END,
+    greatest(p_scheduled_for, now()), p_traceparent)
+  ON CONFLICT (job_id, scheduled_for) DO NOTHING
+  RETURNING id INTO new_id;
+  IF new_id IS NULL THEN RETURN NULL; END IF;
+  IF busy THEN
+    FOR r IN
+      UPDATE pgsched.runs x SET status = 'cancelled', finished_at = now(), updated_at = now(),
+        error = format('replaced by the run for %s (concurrency_policy replace)', p_scheduled_for)
+      WHERE x.job_id = p_job_id AND x.id <> new_id
+        AND x.status IN ('waiting', 'queued', 'running', 'failed')
+      RETURNING x.id, x.attempt
+    LOOP
+      PERFORM graphile_worker.remove_job(pgsched._executor_job_key(r.id));
+      PERFORM pg_notify('pgsched_cancel', json_build_object('run_id', r.id, 'attempt', r.attempt)::text);
+    END LOOP;
+  END IF;
+  IF waits THEN
+    PERFORM pgsched._resolve(new_id);
+  ELSE
+    PERFORM pgsched._enqueue_attempt(new_id);
+  END IF;
+  RETURN new_id;
+END
+$$;
