@@ -255,6 +255,7 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- pgsched._json_text(e jsonb, k text) RETURNS text  [plpgsql STABLE]  (sql/functions/01_common.sql)
 -- pgsched._json_time(e jsonb, k text) RETURNS timestamp with time zone  [plpgsql STABLE]  (sql/functions/01_common.sql)
 -- pgsched._limit_sql_submissions(p_owner text, p_n integer) RETURNS void  [plpgsql VOLATILE]  (sql/functions/08_limits.sql)
+-- pgsched._lock_waiting_runs(p_limit integer) RETURNS SETOF bigint  [sql VOLATILE]  (sql/functions/07_dependencies.sql)
 -- pgsched._log_run_transitions() RETURNS trigger  [plpgsql VOLATILE]  (sql/functions/04_runs.sql)
 -- pgsched._on_run_inserted_skipped() RETURNS trigger  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)
 -- pgsched._on_runs_settled() RETURNS trigger  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)

@@ -138,6 +138,16 @@ CREATE OR REPLACE TRIGGER runs_settled_insert AFTER INSERT ON pgsched.runs
   FOR EACH ROW WHEN (NEW.status = 'skipped')
   EXECUTE FUNCTION pgsched._on_run_inserted_skipped();
 
+-- Locks up to p_limit waiting runs of live jobs, oldest first, skipping those another sweep or a
+-- settling run holds; returns their ids.
+CREATE OR REPLACE FUNCTION pgsched._lock_waiting_runs(p_limit integer) RETURNS SETOF bigint
+LANGUAGE sql AS $$
+  SELECT r.id FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
+  WHERE r.status = 'waiting' AND j.status IN ('active', 'completed')
+  ORDER BY r.id LIMIT p_limit
+  FOR UPDATE OF r SKIP LOCKED
+$$;
+
 /**
  * The leader's dependency sweep, for anything the trigger missed: resolves up to p_limit waiting
  * runs, oldest first (at degradation level 3 and above, promotes them unchecked). Returns how
@@ -152,12 +162,7 @@ BEGIN
   IF pgsched._degradation_level() >= 3 THEN
     RETURN pgsched.promote_waiting(p_limit);
   END IF;
-  FOR w IN
-    SELECT r.id FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
-    WHERE r.status = 'waiting' AND j.status IN ('active', 'completed')
-    ORDER BY r.id LIMIT p_limit
-    FOR UPDATE OF r SKIP LOCKED
-  LOOP
+  FOR w IN SELECT * FROM pgsched._lock_waiting_runs(p_limit) AS w (id) LOOP
     IF pgsched._resolve(w.id) <> 'waiting' THEN n := n + 1; END IF;
   END LOOP;
   RETURN n;
@@ -175,12 +180,7 @@ DECLARE
   w record;
   n integer := 0;
 BEGIN
-  FOR w IN
-    SELECT r.id FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
-    WHERE r.status = 'waiting' AND j.status IN ('active', 'completed')
-    ORDER BY r.id LIMIT p_limit
-    FOR UPDATE OF r SKIP LOCKED
-  LOOP
+  FOR w IN SELECT * FROM pgsched._lock_waiting_runs(p_limit) AS w (id) LOOP
     PERFORM pgsched._promote(w.id);
     n := n + 1;
   END LOOP;
