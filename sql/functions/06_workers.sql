@@ -45,9 +45,11 @@ $$;
  *  3. Safety net: a waiting run whose executor job has vanished is enqueued again (checks the
  *     p_orphan_batch runs that have waited longest).
  *  4. Rows of workers dead or stopped for a day are deleted.
- * Returns one row per action, for the log.
+ * Time is p_now (tests pass a later instant instead of waiting out the timeout). Returns one row
+ * per action, for the log.
  */
-CREATE OR REPLACE FUNCTION pgsched.rescue(p_timeout interval, p_orphan_batch integer DEFAULT 100)
+CREATE OR REPLACE FUNCTION pgsched.rescue(p_timeout interval, p_orphan_batch integer DEFAULT 100,
+  p_now timestamptz DEFAULT now())
 RETURNS TABLE (action text, worker text, run_id bigint, detail text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -57,9 +59,9 @@ DECLARE
 BEGIN
   FOR w IN
     UPDATE pgsched.workers ws
-    SET state = 'dead', stopped_at = now(),
-      error = format('no heartbeat for %s s', round(extract(epoch FROM now() - ws.heartbeat_at)))
-    WHERE ws.state IN ('active', 'stopping') AND ws.heartbeat_at < now() - p_timeout
+    SET state = 'dead', stopped_at = p_now,
+      error = format('no heartbeat for %s s', round(extract(epoch FROM p_now - ws.heartbeat_at)))
+    WHERE ws.state IN ('active', 'stopping') AND ws.heartbeat_at < p_now - p_timeout
     RETURNING ws.name, ws.executor_ids, ws.error
   LOOP
     action := 'worker_dead'; worker := w.name; run_id := NULL; detail := w.error;
@@ -84,7 +86,7 @@ BEGIN
     FROM pgsched.runs ru LEFT JOIN pgsched.workers ws ON ws.name = ru.worker
     WHERE ru.status = 'running' AND (
       ws.state IN ('dead', 'stopped')
-      OR (ws.name IS NULL AND ru.updated_at < now() - p_timeout)
+      OR (ws.name IS NULL AND ru.updated_at < p_now - p_timeout)
       OR (ws.state IN ('active', 'stopping') AND NOT (ru.id = ANY (ws.runs))
           AND ru.updated_at < ws.heartbeat_at - p_timeout)
     )
@@ -115,7 +117,7 @@ BEGIN
 
   FOR r IN
     SELECT ru.id FROM pgsched.runs ru JOIN pgsched.jobs j ON j.id = ru.job_id
-    WHERE ru.status IN ('queued', 'failed') AND ru.available_at < now() - p_timeout
+    WHERE ru.status IN ('queued', 'failed') AND ru.available_at < p_now - p_timeout
       AND j.status IN ('active', 'completed')
       AND NOT EXISTS (
         SELECT 1 FROM graphile_worker.jobs gj
@@ -131,6 +133,6 @@ BEGIN
   END LOOP;
 
   DELETE FROM pgsched.workers ws
-  WHERE ws.state IN ('dead', 'stopped') AND ws.stopped_at < now() - interval '1 day';
+  WHERE ws.state IN ('dead', 'stopped') AND ws.stopped_at < p_now - interval '1 day';
 END
 $$;

@@ -3,9 +3,11 @@
 
 /**
  * Takes p_n tokens from p_owner's bucket (capacity and refill p_per_minute a minute) in one
- * atomic upsert. Returns whether they were taken, what is left, and when p_n would be there.
+ * atomic upsert, at p_now (tests pass a later instant instead of waiting for a refill). Returns
+ * whether they were taken, what is left, and when p_n would be there.
  */
-CREATE OR REPLACE FUNCTION pgsched.take_submission_tokens(p_owner text, p_n integer, p_per_minute integer)
+CREATE OR REPLACE FUNCTION pgsched.take_submission_tokens(p_owner text, p_n integer, p_per_minute integer,
+  p_now timestamptz DEFAULT now())
 RETURNS TABLE (allowed boolean, remaining integer, retry_after_seconds integer)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -17,20 +19,20 @@ BEGIN
     RETURN;
   END IF;
   INSERT INTO pgsched.rate_buckets AS b (owner, tokens, updated_at)
-  VALUES (p_owner, p_per_minute - p_n, now())
+  VALUES (p_owner, p_per_minute - p_n, p_now)
   ON CONFLICT (owner) DO UPDATE SET
     tokens = least(p_per_minute::double precision,
-      b.tokens + extract(epoch FROM now() - b.updated_at) * p_per_minute / 60.0) - p_n,
-    updated_at = now()
+      b.tokens + extract(epoch FROM p_now - b.updated_at) * p_per_minute / 60.0) - p_n,
+    updated_at = p_now
   WHERE least(p_per_minute::double precision,
-      b.tokens + extract(epoch FROM now() - b.updated_at) * p_per_minute / 60.0) >= p_n
+      b.tokens + extract(epoch FROM p_now - b.updated_at) * p_per_minute / 60.0) >= p_n
   RETURNING b.tokens INTO left_after;
   IF FOUND THEN
     RETURN QUERY SELECT true, floor(left_after)::integer, 0;
     RETURN;
   END IF;
   SELECT least(p_per_minute::double precision,
-      b.tokens + extract(epoch FROM now() - b.updated_at) * p_per_minute / 60.0)
+      b.tokens + extract(epoch FROM p_now - b.updated_at) * p_per_minute / 60.0)
   INTO have FROM pgsched.rate_buckets b WHERE b.owner = p_owner;
   RETURN QUERY SELECT false, floor(have)::integer,
     greatest(1, ceil((p_n - have) * 60.0 / p_per_minute))::integer;

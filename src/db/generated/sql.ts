@@ -234,6 +234,20 @@ END
 $$;
 `,
   },
+  {
+    version: 2,
+    name: "clock_parameters",
+    breaking: false,
+    sql: String.raw`-- 000002_clock_parameters: rescue and take_submission_tokens take an optional p_now, so tests pin
+-- the clock instead of sleeping. CREATE OR REPLACE cannot add an argument (it would create a second
+-- function beside the first), so the old signatures are dropped here; sql/functions/ creates the
+-- new ones in the same transaction.
+-- Cost: catalog changes only.
+
+DROP FUNCTION IF EXISTS pgsched.rescue(interval, integer);
+DROP FUNCTION IF EXISTS pgsched.take_submission_tokens(text, integer, integer);
+`,
+  },
 ]
 
 /** The function files, in the order they are applied. */
@@ -1430,9 +1444,11 @@ $$;
  *  3. Safety net: a waiting run whose executor job has vanished is enqueued again (checks the
  *     p_orphan_batch runs that have waited longest).
  *  4. Rows of workers dead or stopped for a day are deleted.
- * Returns one row per action, for the log.
+ * Time is p_now (tests pass a later instant instead of waiting out the timeout). Returns one row
+ * per action, for the log.
  */
-CREATE OR REPLACE FUNCTION pgsched.rescue(p_timeout interval, p_orphan_batch integer DEFAULT 100)
+CREATE OR REPLACE FUNCTION pgsched.rescue(p_timeout interval, p_orphan_batch integer DEFAULT 100,
+  p_now timestamptz DEFAULT now())
 RETURNS TABLE (action text, worker text, run_id bigint, detail text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1442,9 +1458,9 @@ DECLARE
 BEGIN
   FOR w IN
     UPDATE pgsched.workers ws
-    SET state = 'dead', stopped_at = now(),
-      error = format('no heartbeat for %s s', round(extract(epoch FROM now() - ws.heartbeat_at)))
-    WHERE ws.state IN ('active', 'stopping') AND ws.heartbeat_at < now() - p_timeout
+    SET state = 'dead', stopped_at = p_now,
+      error = format('no heartbeat for %s s', round(extract(epoch FROM p_now - ws.heartbeat_at)))
+    WHERE ws.state IN ('active', 'stopping') AND ws.heartbeat_at < p_now - p_timeout
     RETURNING ws.name, ws.executor_ids, ws.error
   LOOP
     action := 'worker_dead'; worker := w.name; run_id := NULL; detail := w.error;
@@ -1469,7 +1485,7 @@ BEGIN
     FROM pgsched.runs ru LEFT JOIN pgsched.workers ws ON ws.name = ru.worker
     WHERE ru.status = 'running' AND (
       ws.state IN ('dead', 'stopped')
-      OR (ws.name IS NULL AND ru.updated_at < now() - p_timeout)
+      OR (ws.name IS NULL AND ru.updated_at < p_now - p_timeout)
       OR (ws.state IN ('active', 'stopping') AND NOT (ru.id = ANY (ws.runs))
           AND ru.updated_at < ws.heartbeat_at - p_timeout)
     )
@@ -1500,7 +1516,7 @@ BEGIN
 
   FOR r IN
     SELECT ru.id FROM pgsched.runs ru JOIN pgsched.jobs j ON j.id = ru.job_id
-    WHERE ru.status IN ('queued', 'failed') AND ru.available_at < now() - p_timeout
+    WHERE ru.status IN ('queued', 'failed') AND ru.available_at < p_now - p_timeout
       AND j.status IN ('active', 'completed')
       AND NOT EXISTS (
         SELECT 1 FROM graphile_worker.jobs gj
@@ -1516,7 +1532,7 @@ BEGIN
   END LOOP;
 
   DELETE FROM pgsched.workers ws
-  WHERE ws.state IN ('dead', 'stopped') AND ws.stopped_at < now() - interval '1 day';
+  WHERE ws.state IN ('dead', 'stopped') AND ws.stopped_at < p_now - interval '1 day';
 END
 $$;
 `,
@@ -1724,9 +1740,11 @@ $$;
 
 /**
  * Takes p_n tokens from p_owner's bucket (capacity and refill p_per_minute a minute) in one
- * atomic upsert. Returns whether they were taken, what is left, and when p_n would be there.
+ * atomic upsert, at p_now (tests pass a later instant instead of waiting for a refill). Returns
+ * whether they were taken, what is left, and when p_n would be there.
  */
-CREATE OR REPLACE FUNCTION pgsched.take_submission_tokens(p_owner text, p_n integer, p_per_minute integer)
+CREATE OR REPLACE FUNCTION pgsched.take_submission_tokens(p_owner text, p_n integer, p_per_minute integer,
+  p_now timestamptz DEFAULT now())
 RETURNS TABLE (allowed boolean, remaining integer, retry_after_seconds integer)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1738,20 +1756,20 @@ BEGIN
     RETURN;
   END IF;
   INSERT INTO pgsched.rate_buckets AS b (owner, tokens, updated_at)
-  VALUES (p_owner, p_per_minute - p_n, now())
+  VALUES (p_owner, p_per_minute - p_n, p_now)
   ON CONFLICT (owner) DO UPDATE SET
     tokens = least(p_per_minute::double precision,
-      b.tokens + extract(epoch FROM now() - b.updated_at) * p_per_minute / 60.0) - p_n,
-    updated_at = now()
+      b.tokens + extract(epoch FROM p_now - b.updated_at) * p_per_minute / 60.0) - p_n,
+    updated_at = p_now
   WHERE least(p_per_minute::double precision,
-      b.tokens + extract(epoch FROM now() - b.updated_at) * p_per_minute / 60.0) >= p_n
+      b.tokens + extract(epoch FROM p_now - b.updated_at) * p_per_minute / 60.0) >= p_n
   RETURNING b.tokens INTO left_after;
   IF FOUND THEN
     RETURN QUERY SELECT true, floor(left_after)::integer, 0;
     RETURN;
   END IF;
   SELECT least(p_per_minute::double precision,
-      b.tokens + extract(epoch FROM now() - b.updated_at) * p_per_minute / 60.0)
+      b.tokens + extract(epoch FROM p_now - b.updated_at) * p_per_minute / 60.0)
   INTO have FROM pgsched.rate_buckets b WHERE b.owner = p_owner;
   RETURN QUERY SELECT false, floor(have)::integer,
     greatest(1, ceil((p_n - have) * 60.0 / p_per_minute))::integer;

@@ -17,12 +17,14 @@ export interface TokenRequest {
 
 /**
  * Takes tokens for each request, in order, in one statement (one atomic upsert per request; a
- * later request sees the earlier ones' takes). One answer per request, in order.
+ * later request sees the earlier ones' takes), as of `now` (default: the database's clock). One
+ * answer per request, in order.
  */
 export async function takeSubmissionTokensMany(
   sql: Sql,
   requests: TokenRequest[],
   perMinute: number,
+  now?: Date,
 ): Promise<TokenTake[]> {
   // A bucket's state is not worth a WAL flush: this statement's own transaction commits without
   // waiting for one (a crash may forget a few tokens taken; jobs stay fully durable).
@@ -31,6 +33,7 @@ export async function takeSubmissionTokensMany(
       set_config('synchronous_commit', 'off', true) AS async
     FROM unnest(${requests.map((r) => r.owner)}::text[], ${requests.map((r) => r.n)}::integer[])
       WITH ORDINALITY AS u (owner, n, i),
-      LATERAL pgsched.take_submission_tokens(u.owner, u.n, ${perMinute}::integer) t
+      LATERAL pgsched.take_submission_tokens(u.owner, u.n, ${perMinute}::integer,
+        coalesce(${now ?? null}::timestamptz, now())) t
     ORDER BY u.i`
 }

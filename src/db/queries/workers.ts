@@ -48,8 +48,16 @@ interface RescueAction {
   detail: string
 }
 
-/** Runs the leader's rescue sweep (pgsched.rescue); returns what it did. */
-export async function rescue(sql: Sql, timeoutSeconds: number): Promise<RescueAction[]> {
+/**
+ * Runs the leader's rescue sweep (pgsched.rescue) as of `now` (default: the database's clock);
+ * returns what it did.
+ */
+export async function rescue(
+  sql: Sql,
+  timeoutSeconds: number,
+  now?: Date,
+): Promise<RescueAction[]> {
   return sql<RescueAction[]>`
-    SELECT * FROM pgsched.rescue(make_interval(secs => ${timeoutSeconds}))`
+    SELECT * FROM pgsched.rescue(make_interval(secs => ${timeoutSeconds}),
+      p_now => coalesce(${now ?? null}::timestamptz, now()))`
 }
