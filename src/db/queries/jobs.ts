@@ -29,7 +29,7 @@ export interface JobSubmission {
 }
 
 /** One job of a batch, as JSON: a submission with an optional local name for depends_on. */
-export type BatchJob = Omit<JobSubmission, 'run_at'> & { run_at?: string; ref?: string }
+type BatchJob = Omit<JobSubmission, 'run_at'> & { run_at?: string; ref?: string }
 
 // next_run: a schedule's next tick, or a one-off job's pending occurrence.
 const jobColumns = (sql: Sql) => sql`
@@ -109,7 +109,7 @@ export async function jobGet(sql: Sql, id: number): Promise<Job | undefined> {
 }
 
 /** Filters for jobList; `owner` undefined lists every owner's jobs. */
-export interface JobListFilter {
+interface JobListFilter {
   owner?: string
   status?: JobStatus
   name?: string
