@@ -3,8 +3,6 @@
  * Retry-After and the RateLimit headers, one bucket per user, a batch costs one token per job),
  * the token bucket's continuous refill, and the SQL API's own limit for pgsched_submitter sessions.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
-
 import type postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
@@ -87,14 +85,18 @@ describe('the REST API', () => {
 })
 
 it('refills the bucket continuously, a token at a time', async () => {
-  const take = async (n: number) =>
-    (await t.sql`SELECT * FROM pgsched.take_submission_tokens('refill', ${n}::integer, 60)`)[0]
+  // The bucket's clock is pinned: each take says how long after the first one it happens.
+  const [first] = await t.sql<{ at: Date }[]>`SELECT now() AS at`
+  const take = async (n: number, laterMs = 0) =>
+    (
+      await t.sql`SELECT * FROM pgsched.take_submission_tokens('refill', ${n}::integer, 60,
+        ${new Date(first!.at.getTime() + laterMs)}::timestamptz)`
+    )[0]
   expect(await take(60)).toEqual({ allowed: true, remaining: 0, retry_after_seconds: 0 })
   expect(await take(1)).toEqual({ allowed: false, remaining: 0, retry_after_seconds: 1 })
   expect(await take(2)).toMatchObject({ allowed: false, retry_after_seconds: 2 })
-  await sleep(1100)
-  expect(await take(1)).toMatchObject({ allowed: true })
-  expect(await take(1)).toMatchObject({ allowed: false, retry_after_seconds: 1 })
+  expect(await take(1, 1100)).toMatchObject({ allowed: true })
+  expect(await take(1, 1100)).toMatchObject({ allowed: false, retry_after_seconds: 1 })
 })
 
 it('limits pgsched_submitter sessions in SQL, but not the owner connection', async () => {
