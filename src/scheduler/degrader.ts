@@ -14,6 +14,8 @@ export interface DegraderOptions {
   logger: Logger
   /** @default 10000 */
   intervalMs?: number
+  /** Called after each pass, with its error if it failed. */
+  onPass?: (error?: unknown) => void
 }
 
 /** Evaluates degradation every interval while this process leads. */
@@ -29,7 +31,10 @@ export function createDegrader(o: DegraderOptions): Periodic {
     }
     level = d.level
   }
-  return new Periodic(o.intervalMs ?? 10_000, pass, (e) =>
-    o.logger.warn({ err: e }, 'scheduler: degradation check failed'),
-  )
+  return new Periodic({
+    intervalMs: o.intervalMs ?? 10_000,
+    pass,
+    onError: (e) => o.logger.warn({ err: e }, 'scheduler: degradation check failed'),
+    onPass: o.onPass,
+  })
 }

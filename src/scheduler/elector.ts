@@ -25,6 +25,11 @@ export interface ElectorOptions {
   onElected: (term: number) => Promise<void>
   /** Called when leadership is lost or given up; leader-only services stop here. */
   onDemoted: () => Promise<void>
+  /**
+   * Called after each poll (an attempt to win the lock, or a leader's check that it still holds
+   * it), with its error if it failed; isLeader tells the outcome.
+   */
+  onPass?: (error?: unknown) => void
 }
 
 /** Campaigns for leadership until stopped. */
@@ -74,6 +79,7 @@ export class Elector {
     // A query that hangs (database frozen, network cut) must not keep a stale leader leading.
     const bounded = <T>(p: Promise<T>) => withTimeout(p, Math.max(pollMs, 1000))
     while (this.#running) {
+      let error: unknown
       try {
         if (!this.#leader) {
           if (await bounded(leaderTryAcquire(conn))) {
@@ -86,9 +92,11 @@ export class Elector {
           throw new Error('the leader lock is no longer held by this session')
         }
       } catch (e) {
+        error = e
         if (this.#running) logger.warn({ err: e }, 'scheduler: leadership check failed')
         await this.#stepDown(conn)
       }
+      this.#o.onPass?.(error)
       await sleep(jitter(pollMs), this.#abort.signal)
     }
     await this.#stepDown(conn)

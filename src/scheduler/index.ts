@@ -29,29 +29,62 @@ export interface SchedulerOptions {
   resolveIntervalMs?: number
   /** How often the leader measures the queue for automatic degradation. @default 10000 */
   degradeIntervalMs?: number
+  /**
+   * Called after each pass of a service (each poll of the elector), with its error if it failed:
+   * a signal to wait on, for tests and metrics, instead of time.
+   */
+  onPass?: (service: SchedulerService, error?: unknown) => void
 }
+
+/** The parts of the scheduler role, as onPass and runOnce name them. */
+export type SchedulerService = 'elector' | LeaderServiceName
+
+/** The leader-only services. */
+export type LeaderServiceName = 'ticker' | 'rescuer' | 'resolver' | 'degrader'
 
 /** A leader-only service. */
 interface LeaderService {
   start(): Promise<void>
   stop(): Promise<void>
+  runOnce(): Promise<unknown>
 }
 
 /** The scheduler role of one process. */
 export class Scheduler {
   readonly #elector: Elector
+  readonly #byName: Record<LeaderServiceName, LeaderService>
   readonly #services: LeaderService[]
 
   constructor(o: SchedulerOptions) {
-    this.#services = [
-      new Ticker({ sql: o.sql, logger: o.logger }),
-      new Rescuer({
+    const onPass = (service: SchedulerService) =>
+      o.onPass && ((error?: unknown) => o.onPass!(service, error))
+    this.#byName = {
+      ticker: new Ticker({ sql: o.sql, logger: o.logger, onPass: onPass('ticker') }),
+      rescuer: new Rescuer({
         sql: o.sql,
         logger: o.logger,
         heartbeatTimeoutMs: o.heartbeatTimeoutMs ?? HEARTBEAT_TIMEOUT_SECONDS_DEFAULT * 1000,
+        onPass: onPass('rescuer'),
       }),
-      createResolver({ sql: o.sql, logger: o.logger, intervalMs: o.resolveIntervalMs }),
-      createDegrader({ sql: o.sql, logger: o.logger, intervalMs: o.degradeIntervalMs }),
+      resolver: createResolver({
+        sql: o.sql,
+        logger: o.logger,
+        intervalMs: o.resolveIntervalMs,
+        onPass: onPass('resolver'),
+      }),
+      degrader: createDegrader({
+        sql: o.sql,
+        logger: o.logger,
+        intervalMs: o.degradeIntervalMs,
+        onPass: onPass('degrader'),
+      }),
+    }
+    // Started in this order, stopped in reverse.
+    this.#services = [
+      this.#byName.ticker,
+      this.#byName.rescuer,
+      this.#byName.resolver,
+      this.#byName.degrader,
     ]
     this.#elector = new Elector({
       url: o.url,
@@ -64,6 +97,7 @@ export class Scheduler {
       onDemoted: async () => {
         for (const s of [...this.#services].reverse()) await s.stop()
       },
+      onPass: onPass('elector'),
     })
   }
 
@@ -80,5 +114,13 @@ export class Scheduler {
   /** Steps down and stops leader services. */
   stop(): Promise<void> {
     return this.#elector.stop()
+  }
+
+  /**
+   * Runs one pass of a leader service now, after its pass in progress if any, leading or not
+   * (every leader-only write is safe to repeat); rejects with the pass's error.
+   */
+  async runOnce(service: LeaderServiceName): Promise<void> {
+    await this.#byName[service].runOnce()
   }
 }

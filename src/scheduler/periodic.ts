@@ -1,18 +1,28 @@
 /** @module A leader service that runs one pass every interval until stopped. */
 import { sleep } from '../core/sleep.ts'
 
+/** Options of a Periodic service. */
+export interface PeriodicOptions {
+  /** Time between the end of one pass and the start of the next. */
+  intervalMs: number
+  /** One pass of the service. */
+  pass: () => Promise<void>
+  /** Called with the error of a pass the loop ran (not of runOnce, whose caller gets it). */
+  onError: (e: unknown) => void
+  /** Called after every pass, the loop's or runOnce's, with its error if it failed. */
+  onPass?: (error?: unknown) => void
+}
+
 /** Runs `pass` every `intervalMs` (first after one interval); errors go to `onError`. */
 export class Periodic {
-  readonly #intervalMs: number
-  readonly #pass: () => Promise<void>
-  readonly #onError: (e: unknown) => void
+  readonly #o: PeriodicOptions
   #abort: AbortController | undefined
   #loop: Promise<void> | undefined
+  // The pass in progress: passes never overlap, whether the loop or runOnce started them.
+  #current: Promise<void> = Promise.resolve()
 
-  constructor(intervalMs: number, pass: () => Promise<void>, onError: (e: unknown) => void) {
-    this.#intervalMs = intervalMs
-    this.#pass = pass
-    this.#onError = onError
+  constructor(options: PeriodicOptions) {
+    this.#o = options
   }
 
   /** Starts; idempotent. */
@@ -22,12 +32,12 @@ export class Periodic {
     this.#abort = abort
     this.#loop = (async () => {
       while (!abort.signal.aborted) {
-        await sleep(this.#intervalMs, abort.signal)
+        await sleep(this.#o.intervalMs, abort.signal)
         if (abort.signal.aborted) break
         try {
-          await this.#pass()
+          await this.#run()
         } catch (e) {
-          if (!abort.signal.aborted) this.#onError(e)
+          if (!abort.signal.aborted) this.#o.onError(e)
         }
       }
     })()
@@ -38,5 +48,27 @@ export class Periodic {
     this.#abort?.abort()
     this.#abort = undefined
     await this.#loop
+  }
+
+  /**
+   * Runs one pass now, after the one in progress if any, whether or not the service is started;
+   * rejects with the pass's error.
+   */
+  runOnce(): Promise<void> {
+    return this.#run()
+  }
+
+  #run(): Promise<void> {
+    const run = this.#current.then(async () => {
+      try {
+        await this.#o.pass()
+      } catch (e) {
+        this.#o.onPass?.(e)
+        throw e
+      }
+      this.#o.onPass?.()
+    })
+    this.#current = run.catch(() => {})
+    return run
   }
 }

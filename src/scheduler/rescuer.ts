@@ -15,6 +15,8 @@ export interface RescuerOptions {
   logger: Logger
   /** Silence after which a worker is dead. */
   heartbeatTimeoutMs: number
+  /** Called after each sweep, with its error if it failed. */
+  onPass?: (error?: unknown) => void
 }
 
 /** Runs the rescue sweep a few times per heartbeat timeout while this process leads. */
@@ -26,14 +28,17 @@ export class Rescuer {
   constructor(options: RescuerOptions) {
     this.#o = options
     const intervalMs = Math.min(10_000, Math.max(250, Math.round(options.heartbeatTimeoutMs / 4)))
-    this.#loop = new Periodic(
+    this.#loop = new Periodic({
       intervalMs,
-      () => this.#sweep(),
-      (e) => {
-        this.#connectedSince = undefined
-        options.logger.warn({ err: e }, 'scheduler: rescue sweep failed; retrying')
-      },
-    )
+      // A failed sweep, the loop's or runOnce's, breaks the stretch of reaching the database.
+      pass: () =>
+        this.#sweep().catch((e: unknown) => {
+          this.#connectedSince = undefined
+          throw e
+        }),
+      onError: (e) => options.logger.warn({ err: e }, 'scheduler: rescue sweep failed; retrying'),
+      onPass: options.onPass,
+    })
   }
 
   /** Starts sweeping; idempotent. */
@@ -45,6 +50,15 @@ export class Rescuer {
   /** Stops and waits for the sweep in progress; idempotent. */
   stop(): Promise<void> {
     return this.#loop.stop()
+  }
+
+  /**
+   * Sweeps once now, after the sweep in progress if any; rejects with its error. Like every
+   * sweep, it rescues nothing until this rescuer has reached the database for a whole
+   * heartbeat timeout since start().
+   */
+  runOnce(): Promise<void> {
+    return this.#loop.runOnce()
   }
 
   async #sweep(): Promise<void> {

@@ -24,6 +24,8 @@ export interface ResolverOptions {
   failures?: number
   /** How long the circuit stays open before a check is tried again. @default 30000 */
   halfOpenAfterMs?: number
+  /** Called after each pass, with its error if it failed. */
+  onPass?: (error?: unknown) => void
 }
 
 /** Resolves waiting runs every interval while this process leads. */
@@ -49,7 +51,10 @@ export function createResolver(o: ResolverOptions): Periodic {
       )
     }
   }
-  return new Periodic(o.intervalMs ?? 5000, pass, (e) =>
-    o.logger.warn({ err: e }, 'scheduler: dependency sweep failed'),
-  )
+  return new Periodic({
+    intervalMs: o.intervalMs ?? 5000,
+    pass,
+    onError: (e) => o.logger.warn({ err: e }, 'scheduler: dependency sweep failed'),
+    onPass: o.onPass,
+  })
 }

@@ -24,16 +24,22 @@ export interface TickerOptions {
   batchSize?: number
   /** @default TICK_MAX_SLEEP_MS_DEFAULT */
   maxSleepMs?: number
+  /** Called after each pass of the loop (every due batch fired), with its error if it failed. */
+  onPass?: (error?: unknown) => void
 }
 
-/** Plans and fires one batch in one transaction; returns how many jobs it looked at. */
+/**
+ * Plans and fires one batch in one transaction; returns how many jobs it looked at. `now`
+ * (default: the database's now()) is the time ticks are due by.
+ */
 export async function tickOnce(
   sql: SqlPool,
   logger: Logger,
   batchSize = TICK_BATCH_SIZE_DEFAULT,
+  now?: Date,
 ): Promise<number> {
   return sql.begin(async (tx) => {
-    const due = await jobListDue(tx, batchSize)
+    const due = await jobListDue(tx, batchSize, now)
     const plans: TickPlan[] = []
     // Due jobs of one batch share now(), so jobs with the same schedule share their plan:
     // cron maths once per schedule, not once per job (10,000 jobs due at once are common).
@@ -69,7 +75,7 @@ export async function tickOnce(
 
 /** Runs tick passes until stopped, sleeping until the next due tick or a NOTIFY. */
 export class Ticker {
-  readonly #o: Required<TickerOptions>
+  readonly #o: TickerOptions & { batchSize: number; maxSleepMs: number }
   #running = false
   #abort = new AbortController()
   #wake = new AbortController()
@@ -104,10 +110,26 @@ export class Ticker {
     await this.#unlisten?.().catch(() => {})
   }
 
+  /**
+   * Fires everything due by `now` (default: the database's now()), batch after batch, whether
+   * or not the loop runs; returns how many jobs it looked at.
+   */
+  async runOnce(now?: Date): Promise<number> {
+    const { sql, logger, batchSize } = this.#o
+    let seen = 0
+    for (;;) {
+      const n = await tickOnce(sql, logger, batchSize, now)
+      seen += n
+      // A full batch means more may be due.
+      if (n < batchSize) return seen
+    }
+  }
+
   async #run(): Promise<void> {
     const { sql, logger, batchSize, maxSleepMs } = this.#o
     while (this.#running) {
       let delay = maxSleepMs
+      let error: unknown
       try {
         this.#wake = new AbortController()
         // A full batch means more may be due: go again at once.
@@ -115,9 +137,11 @@ export class Ticker {
         const due = await jobNextDueInMs(sql)
         if (due !== null) delay = Math.min(maxSleepMs, Math.ceil(due) + 1)
       } catch (e) {
+        error = e
         if (this.#running) logger.error({ err: e }, 'scheduler: tick pass failed; retrying')
         delay = 1000
       }
+      this.#o.onPass?.(error)
       if (!this.#running) break
       const both = AbortSignal.any([this.#abort.signal, this.#wake.signal])
       await sleep(delay, both)

@@ -184,19 +184,21 @@ export async function jobTrigger(sql: Sql, id: number): Promise<number> {
   return row!.run_id
 }
 
-const dueColumns = (sql: Sql) =>
-  sql`id, schedule, timezone, schedule_base_at, next_run_at, now() AS now`
+const dueColumns = (sql: Sql, now: Date | null = null) =>
+  sql`id, schedule, timezone, schedule_base_at, next_run_at,
+    coalesce(${now}::timestamptz, now()) AS now`
 
 /**
  * Locks up to `limit` scheduled jobs that need planning (no next_run_at yet) or whose tick is
- * due. SKIP LOCKED lets a second scheduler pass over rows the first is firing. Call in a transaction.
+ * due by `now` (default: now()). SKIP LOCKED lets a second scheduler pass over rows the first is
+ * firing. Call in a transaction.
  */
-export async function jobListDue(sql: Sql, limit: number): Promise<DueJob[]> {
+export async function jobListDue(sql: Sql, limit: number, now?: Date): Promise<DueJob[]> {
   return sql<DueJob[]>`
-    SELECT ${dueColumns(sql)}
+    SELECT ${dueColumns(sql, now)}
     FROM pgsched.jobs
     WHERE status = 'active' AND schedule IS NOT NULL
-      AND (next_run_at IS NULL OR next_run_at <= now())
+      AND (next_run_at IS NULL OR next_run_at <= coalesce(${now ?? null}::timestamptz, now()))
     ORDER BY next_run_at NULLS FIRST
     LIMIT ${limit}
     FOR UPDATE SKIP LOCKED`
