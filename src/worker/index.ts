@@ -67,6 +67,11 @@ export interface WorkerOptions {
    * otherwise go on while nothing runs; once they stop, the leader rescues this worker's runs.
    */
   onExecutorLost?: (error: unknown) => void
+  /**
+   * Called each time the executor has fetched runs from the database, with how many it claimed
+   * (0: nothing it may take was due): a signal to wait on instead of time.
+   */
+  onPoll?: (claimed: number) => void
 }
 
 // Starting an attempt and recording its result survive a database blip of about half a minute.
@@ -146,6 +151,9 @@ export class Worker {
     const events: WorkerEvents = new EventEmitter()
     // Graphile Worker locks jobs and queues in the name of the pool, not of its workers.
     events.on('pool:create', ({ workerPool }) => this.#executorIds.add(workerPool.id))
+    // The preset's local queue does every fetch from the database (makeWorkerPreset).
+    const onPoll = this.#o.onPoll
+    if (onPoll) events.on('localQueue:getJobs:complete', ({ jobs }) => onPoll(jobs.length))
     this.#runner = await run({
       preset: makeWorkerPreset({
         connectionString: this.#o.connectionString,
