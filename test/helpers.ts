@@ -13,6 +13,48 @@ import { withDatabase } from './global-setup.ts'
 
 export { waitFor } from './processes.ts'
 
+/** A hook that counts its calls, to pass as a service's onPass or a worker's onPoll. */
+export interface Signal {
+  /** The hook: counts one call. */
+  fire(): void
+  /** Calls so far. */
+  readonly count: number
+  /** Resolves once `n` more calls have come (counted from now); fails after `timeoutMs`. */
+  next(n?: number, timeoutMs?: number, what?: string): Promise<void>
+}
+
+/** A new {@link Signal}: wait on a service's passes, not on time [River testsignal]. */
+export function signal(): Signal {
+  let count = 0
+  const waiting = new Set<{ at: number; done: () => void }>()
+  return {
+    fire() {
+      count++
+      for (const w of waiting) if (count >= w.at) w.done()
+    },
+    get count() {
+      return count
+    },
+    next(n = 1, timeoutMs = 10_000, what = `${n} more calls`) {
+      return new Promise<void>((resolve, reject) => {
+        const w = {
+          at: count + n,
+          done: () => {
+            clearTimeout(timer)
+            waiting.delete(w)
+            resolve()
+          },
+        }
+        const timer = setTimeout(() => {
+          waiting.delete(w)
+          reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+        }, timeoutMs)
+        waiting.add(w)
+      })
+    },
+  }
+}
+
 /** The HS256 secret tests sign with. */
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256'
 

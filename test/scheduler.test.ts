@@ -7,9 +7,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { cronNext, planJob } from '../src/core/cron.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { createSql, type SqlPool } from '../src/db/client.ts'
-import type { Scheduler } from '../src/scheduler/index.ts'
+import type { Scheduler, SchedulerOptions } from '../src/scheduler/index.ts'
 import { Ticker, tickOnce } from '../src/scheduler/ticker.ts'
-import { setup, type TestBundle, waitFor } from './helpers.ts'
+import { type Signal, setup, signal, type TestBundle, waitFor } from './helpers.ts'
 
 let t: TestBundle
 /** What a test started; stopped after it so the next test has the database to itself. */
@@ -29,8 +29,8 @@ afterEach(async () => {
 })
 afterAll(() => t?.close())
 
-function startScheduler(): Scheduler {
-  const s = t.startScheduler()
+function startScheduler(o: Partial<SchedulerOptions> = {}): Scheduler {
+  const s = t.startScheduler(o)
   started.push(s)
   return s
 }
@@ -47,16 +47,6 @@ async function submitCron(name: string, schedule: string, timezone = 'UTC'): Pro
     SELECT pgsched.submit_job(name => ${name}, command => 'true', schedule => ${schedule},
       timezone => ${timezone}) AS id`
   return row!.id
-}
-
-/** Checks `check` every 50 ms for `ms`: an invariant that must hold throughout, not a wait. */
-async function holdsFor(ms: number, check: () => void): Promise<void> {
-  const end = Date.now() + ms
-  while (Date.now() < end) {
-    check()
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  check()
 }
 
 const leaderRow = async () => {
@@ -76,18 +66,27 @@ const lockHolders = async () => {
 
 describe('leader election', () => {
   it('elects exactly one of two schedulers, and the other takes over when it stops', async () => {
-    const a = startScheduler()
-    const b = startScheduler()
+    // Who led after each poll of either elector: the invariant is checked whenever it can change.
+    const leaders: number[] = []
+    const polls = { a: signal(), b: signal() }
+    const onPoll = (own: Signal) => (service: string) => {
+      if (service !== 'elector') return
+      leaders.push([a, b].filter((s) => s.isLeader).length)
+      own.fire()
+    }
+    const a: Scheduler = startScheduler({ onPass: onPoll(polls.a) })
+    const b: Scheduler = startScheduler({ onPass: onPoll(polls.b) })
     const leader = await waitFor(
       () => (a.isLeader ? a : b.isLeader ? b : undefined),
       5000,
       'a leader',
     )
     const follower = leader === a ? b : a
-    // Several follower polls (200 ms each) pass: the follower never leads as well.
-    await holdsFor(800, () => {
-      expect([a.isLeader, b.isLeader].filter(Boolean)).toHaveLength(1)
-    })
+    // Several follower polls pass: the follower never leads as well.
+    const since = leaders.length
+    await (follower === a ? polls.a : polls.b).next(4, 5000, 'four follower polls')
+    expect(leaders.slice(since).filter((n) => n !== 1)).toEqual([])
+    expect([a.isLeader, b.isLeader].filter(Boolean)).toHaveLength(1)
     expect(await lockHolders()).toBe(1)
     const first = await waitFor(leaderRow, 2000, 'the pgsched.leader row')
     expect(first.term).toBeGreaterThanOrEqual(1)
@@ -109,6 +108,27 @@ describe('leader election', () => {
     )
     expect(second.term).toBe(first.term + 1)
     expect(await lockHolders()).toBe(1)
+  })
+})
+
+describe('passes on demand', () => {
+  it("runOnce runs a leader service's pass at once, and onPass reports every pass", async () => {
+    const passes: string[] = []
+    const s = startScheduler({
+      // The degrader's own loop would not pass for 10 s.
+      degradeIntervalMs: 60_000,
+      onPass: (service, error) => passes.push(error ? `${service} failed` : service),
+    })
+    await t.sql`UPDATE pgsched.degradation SET measured_at = NULL`
+    await s.runOnce('degrader')
+    expect(passes.filter((p) => p.startsWith('degrader'))).toEqual(['degrader'])
+    const [row] = await t.sql<{ measured: boolean }[]>`
+      SELECT measured_at IS NOT NULL AS measured FROM pgsched.degradation`
+    expect(row!.measured).toBe(true)
+    // The elector reports its polls, and the ticker its passes once this scheduler leads.
+    await waitFor(() => passes.includes('ticker'), 5000, 'a ticker pass')
+    expect(passes).toContain('elector')
+    expect(passes.filter((p) => p.endsWith('failed'))).toEqual([])
   })
 })
 
