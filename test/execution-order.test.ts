@@ -7,6 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { sleep } from '../src/core/sleep.ts'
+import { silentLogger } from '../src/core/types.ts'
+import { Ticker } from '../src/scheduler/ticker.ts'
 import type { TaskContext } from '../src/worker/tasks.ts'
 import { setup, type TestBundle, waitFor } from './helpers.ts'
 
@@ -342,8 +344,9 @@ describe('concurrency_policy of a recurring job', () => {
     }
     expect(holdSpans.some((s) => s.runId === newest.run_id && s.end !== undefined)).toBe(false)
 
-    // Paused: no tick fires any more.
-    await sleep(1500)
+    // Paused: no tick fires any more, not even one due a minute from now (a second ticker with
+    // its clock pinned there; two tickers at once are safe).
+    await new Ticker({ sql: t.sql, logger: silentLogger }).runOnce(new Date(Date.now() + 60_000))
     expect((await api.runsOf(job.job_id)).length).toBe(runs.length)
 
     // Cancel the job so its last handler stops before the worker shuts down.
