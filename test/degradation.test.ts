@@ -3,12 +3,10 @@
  * (1 priorities 8-10 not taken, 2 history capped, 3 dependency checks dropped, 4 submissions
  * refused), and the automatic mode that follows the queue depth and records why.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
-
 import type postgres from 'postgres'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
-import { setup, type TestBundle, waitFor } from './helpers.ts'
+import { setup, signal, type TestBundle, waitFor } from './helpers.ts'
 
 const PATH = '/v1/admin/degradation'
 let t: TestBundle
@@ -104,10 +102,17 @@ describe('the admin API', () => {
 
 it('level 1: workers leave priorities 8-10 queued until the level drops', async () => {
   const ran: string[] = []
+  // How many runs each fetch of the executor claimed.
+  const claimed: number[] = []
+  const polls = signal()
   const worker = await t.startWorker({
     heartbeatIntervalMs: 200,
     concurrency: 2,
     tasks: { mark: (p) => ran.push((p as { n: string }).n) },
+    onPoll: (n) => {
+      claimed.push(n)
+      polls.fire()
+    },
   })
   await setLevel(1)
   // The worker reads the level at each heartbeat: two more beats and it has surely seen it.
@@ -121,7 +126,10 @@ it('level 1: workers leave priorities 8-10 queued until the level drops', async 
   const low = await submit({ name: 'low', task: 'mark', payload: { n: 'p9' }, priority: 9 })
   const normal = await submit({ name: 'normal', task: 'mark', payload: { n: 'p5' }, priority: 5 })
   await waitFor(async () => (await statuses(normal))[0] === 'succeeded', 10_000, 'the p5 run')
-  await sleep(1500)
+  // Two more fetches, each with the p9 run due and the worker free: neither claims it.
+  const since = claimed.length
+  await polls.next(2, 5000, 'two executor fetches')
+  expect(claimed.slice(since).filter((n) => n > 0)).toEqual([])
   expect(ran).toEqual(['p5'])
   expect(await statuses(low)).toEqual(['queued'])
 
