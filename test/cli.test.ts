@@ -87,7 +87,7 @@ describe('help and usage', () => {
     expect(migrate.code).toBe(0)
     expect((await runCli(['help', 'token'])).stdout).toMatch(/^usage: pgsched token --sub/)
     expect(existsSync(dataDir)).toBe(false)
-  })
+  }, 90_000)
 
   it('an unknown command, or none, prints the usage on stderr and exits 2', async () => {
     const unknown = await runCli(['strat'])

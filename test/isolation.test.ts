@@ -171,8 +171,10 @@ describe('a command job', () => {
       `bash -c 'TIMEFORMAT=%3U; time { e=$(( \${EPOCHREALTIME/./} + 2000000 )); while (( \${EPOCHREALTIME/./} < e )); do :; done; }'`,
     )
     await hog
-    // Two jobs on two cores: about a core each; well over a third of one even on a loaded machine.
-    expect(Number(probe.output)).toBeGreaterThan(0.7)
+    // Two jobs on two cores: about a core each (1.4-2 s of the 2 s when the machine is otherwise
+    // idle; 0.67 s seen with other suites running beside it). Without the cpu cgroup the hog's 16
+    // sessions leave the probe a seventeenth of the machine: 0.21-0.24 s.
+    expect(Number(probe.output)).toBeGreaterThan(0.5)
   })
 
   it("does not see another job's files or processes", async () => {
