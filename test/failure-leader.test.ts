@@ -59,8 +59,15 @@ it('moves leadership to the follower within the poll interval; no tick twice, no
   })
   expect(submitted.status).toBe(201)
   const jobId = submitted.body.job_id
+  /** How many ticks the job has had, and the second of its latest. */
+  const ticked = async () => {
+    const [row] = await t.sql<{ n: number; at: Date | null }[]>`
+      SELECT count(*)::int AS n, max(scheduled_for) AS at FROM pgsched.runs WHERE job_id = ${jobId}`
+    return { n: row!.n, last: row!.at ? second(row!.at) : -1 }
+  }
 
-  await new Promise((r) => setTimeout(r, 3500))
+  // Three ticks fire while the first leader leads.
+  await waitFor(async () => (await ticked()).n >= 3, 10_000, 'three ticks under the first leader')
   leader.child.kill('SIGKILL')
   const killedAt = Date.now()
   await leader.exited
@@ -90,7 +97,12 @@ it('moves leadership to the follower within the poll interval; no tick twice, no
   // Poll 1 s (±10 % jitter), plus the time Postgres takes to notice the dead session.
   expect(Date.parse(next.since!) - killedAt).toBeLessThan(2000)
 
-  await new Promise((r) => setTimeout(r, 3500))
+  // Three ticks fire after the takeover.
+  await waitFor(
+    async () => (await ticked()).last >= second(next.since!) + 3,
+    10_000,
+    'three ticks under the new leader',
+  )
   const paused = await t.request('PATCH', `/v1/jobs/${jobId}`, {
     token: admin,
     body: { status: 'paused' },
