@@ -76,6 +76,15 @@ async function submit(
   return run!.id
 }
 
+/** The process groups commands have recorded so far, oldest first. */
+function recordedGroups(): string[] {
+  try {
+    return readFileSync(pgids, 'utf8').split('\n').filter(Boolean)
+  } catch {
+    return [] // no command has run yet
+  }
+}
+
 const getRun = async (id: number) =>
   (await t.request('GET', `/v1/runs/${id}`, { token: admin })).body
 
@@ -195,10 +204,12 @@ it('on SIGTERM lets a short run finish, and hands a long one back for an immedia
 
 it('fences a worker that comes back from SIGSTOP: its late result does not overwrite the newer attempt', async () => {
   const a = await startWorker()
+  const recorded = recordedGroups().length
   const id = await submit('paused-worker', 4)
   const aName = await runningOn(id, a)
+  // Attempt 1's command is the only one running: the next process group recorded is its own.
+  const pgid = Number(await waitFor(() => recordedGroups()[recorded], 5000, "attempt 1's pgid"))
   a.child.kill('SIGSTOP')
-  const stoppedAt = Date.now()
 
   await waitFor(
     async () => (await getRun(id)).attempts[0]?.outcome === 'lost',
@@ -208,8 +219,8 @@ it('fences a worker that comes back from SIGSTOP: its late result does not overw
   const b = await startWorker()
   const done = await succeeded(id, 'the rescued run to succeed on another worker')
   expect(done.worker).toContain(`:${b.child.pid}:`)
-  // Attempt 1's command (4 s) has finished meanwhile; its result waits inside the stopped worker.
-  await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt + 5000 - Date.now())))
+  // Attempt 1's command (4 s) finishes meanwhile; its result waits inside the stopped worker.
+  await waitFor(() => !groupRunning(pgid), 10_000, "attempt 1's command to finish")
   a.child.kill('SIGCONT')
 
   await waitFor(
