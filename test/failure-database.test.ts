@@ -2,6 +2,7 @@
  * Database loss: a PostgreSQL server of this file's own is stopped and started again while
  * `pgsched api`, `scheduler` and `worker` run as children with runs queued and running.
  */
+import { randomInt } from 'node:crypto'
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 
@@ -11,6 +12,7 @@ import { mintToken } from '../src/api/tokens.ts'
 import { createSql, type SqlPool } from '../src/db/client.ts'
 import { migrateAll } from '../src/runtime/bootstrap.ts'
 import { type EmbeddedServer, startEmbeddedPostgres } from '../src/runtime/embedded-postgres.ts'
+import { mentioning } from '../src/worker/sandbox/test-support.ts'
 import { TEST_SECRET, waitFor } from './helpers.ts'
 import { freePort, type Service, startPgsched } from './processes.ts'
 
@@ -78,10 +80,12 @@ async function call(method: string, path: string, body?: unknown) {
 
 it('survives a database restart under load: 503s while down, every acknowledged job completes', async () => {
   const acknowledged: number[] = []
+  // About a second (GNU sleep takes fractions), and a command line no other process has.
+  const seconds = `1.0${randomInt(1e8, 1e9)}`
   for (let i = 0; i < 12; i++) {
     const r = await call('POST', '/v1/jobs', {
       name: `load-${i}`,
-      command: `sleep 1; echo ok-${i}`,
+      command: `sleep ${seconds}; echo ok-${i}`,
     })
     expect(r.status).toBe(201)
     acknowledged.push(r.body.job_id)
@@ -101,8 +105,10 @@ it('survives a database restart under load: 503s while down, every acknowledged 
     expect(Number(r.retryAfter)).toBeGreaterThan(0)
     expect(r.ms).toBeLessThan(1000)
   }
-  // Long enough for the running commands to finish with nowhere to write their results.
-  await new Promise((r) => setTimeout(r, 2500))
+  // The running commands finish with nowhere to write their results. (A run whose start
+  // committed just before the stop spawns its command within milliseconds, well before the
+  // server has finished stopping and refused the calls above.)
+  await waitFor(() => mentioning(seconds).length === 0, 10_000, 'the running commands to finish')
   server = await startServer()
 
   const after = await waitFor(
