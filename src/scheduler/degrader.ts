@@ -9,7 +9,7 @@ import { degradationEvaluate } from '../db/queries/degradation.ts'
 import { Periodic } from './periodic.ts'
 
 /** Options of the degrader. */
-export interface DegraderOptions {
+interface DegraderOptions {
   sql: SqlPool
   logger: Logger
   /** @default 10000 */

@@ -13,7 +13,7 @@ import {
 } from '../db/queries/leader.ts'
 
 /** Options of an Elector. */
-export interface ElectorOptions {
+interface ElectorOptions {
   /** Database URL; the elector opens its own one-connection client, whose session holds the lock. */
   url: string
   /** Who this process is, as recorded in pgsched.leader. */

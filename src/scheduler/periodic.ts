@@ -2,7 +2,7 @@
 import { sleep } from '../core/sleep.ts'
 
 /** Options of a Periodic service. */
-export interface PeriodicOptions {
+interface PeriodicOptions {
   /** Time between the end of one pass and the start of the next. */
   intervalMs: number
   /** One pass of the service. */

@@ -10,7 +10,7 @@ import { rescue } from '../db/queries/workers.ts'
 import { Periodic } from './periodic.ts'
 
 /** Options of a Rescuer. */
-export interface RescuerOptions {
+interface RescuerOptions {
   sql: SqlPool
   logger: Logger
   /** Silence after which a worker is dead. */

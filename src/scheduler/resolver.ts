@@ -15,7 +15,7 @@ import { Periodic } from './periodic.ts'
 const BATCH = 500
 
 /** Options of the resolver. */
-export interface ResolverOptions {
+interface ResolverOptions {
   sql: SqlPool
   logger: Logger
   /** @default 5000 */

@@ -12,12 +12,12 @@ import type { SqlPool } from '../db/client.ts'
 import { jobFireTicks, jobListDue, jobNextDueInMs, jobPause } from '../db/queries/jobs.ts'
 
 /** Jobs planned per transaction; small enough to keep row locks brief. */
-export const TICK_BATCH_SIZE_DEFAULT = 500
+const TICK_BATCH_SIZE_DEFAULT = 500
 /** Longest sleep between passes when nothing is due and no NOTIFY arrives (a safety net). */
-export const TICK_MAX_SLEEP_MS_DEFAULT = 30_000
+const TICK_MAX_SLEEP_MS_DEFAULT = 30_000
 
 /** Options of a Ticker. */
-export interface TickerOptions {
+interface TickerOptions {
   sql: SqlPool
   logger: Logger
   /** @default TICK_BATCH_SIZE_DEFAULT */
