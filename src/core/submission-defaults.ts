@@ -3,7 +3,7 @@
  * (api/schemas.ts) and the submit query (db/queries/jobs.ts) read them from here. The SQL
  * functions of the public SQL API check every submission again and are the authority; they keep
  * their own copy of these values (a parameter's DEFAULT, a CHECK), so a change here must be
- * made there too.
+ * made there too; test/submission-defaults.test.ts fails until it is.
  */
 import type { ConcurrencyPolicy, JobLimits } from './types.ts'
 
