@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url'
 import { createSql, type SqlPool } from '../src/db/client.ts'
 import { SCHEMA } from '../src/db/migrator.ts'
 import { migrateAll } from '../src/runtime/bootstrap.ts'
+import { withDatabase } from '../test/global-setup.ts'
 import { startTemporaryPostgres } from '../test/processes.ts'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -457,10 +458,9 @@ export async function dumpFreshSchema(databaseUrl?: string): Promise<string> {
   try {
     await admin`CREATE DATABASE ${admin(name)}`
     try {
-      const url = new URL(base)
-      url.pathname = `/${name}`
-      await migrateAll(url.toString())
-      const sql = createSql(url.toString(), { max: 1, applicationName: 'pgsched-dump-schema' })
+      const url = withDatabase(base, name)
+      await migrateAll(url)
+      const sql = createSql(url, { max: 1, applicationName: 'pgsched-dump-schema' })
       try {
         return await dumpSchema(sql)
       } finally {

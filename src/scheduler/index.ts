@@ -52,8 +52,8 @@ interface LeaderService {
 /** The scheduler role of one process. */
 export class Scheduler {
   readonly #elector: Elector
+  // Started in the order written (ticker, rescuer, resolver, degrader), stopped in reverse.
   readonly #byName: Record<LeaderServiceName, LeaderService>
-  readonly #services: LeaderService[]
 
   constructor(o: SchedulerOptions) {
     const onPass = (service: SchedulerService) =>
@@ -79,23 +79,16 @@ export class Scheduler {
         onPass: onPass('degrader'),
       }),
     }
-    // Started in this order, stopped in reverse.
-    this.#services = [
-      this.#byName.ticker,
-      this.#byName.rescuer,
-      this.#byName.resolver,
-      this.#byName.degrader,
-    ]
     this.#elector = new Elector({
       url: o.url,
       holder: o.holder,
       pollMs: o.leaderPollMs,
       logger: o.logger,
       onElected: async () => {
-        for (const s of this.#services) await s.start()
+        for (const s of Object.values(this.#byName)) await s.start()
       },
       onDemoted: async () => {
-        for (const s of [...this.#services].reverse()) await s.stop()
+        for (const s of Object.values(this.#byName).reverse()) await s.stop()
       },
       onPass: onPass('elector'),
     })

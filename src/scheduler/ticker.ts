@@ -114,26 +114,29 @@ export class Ticker {
    * Fires everything due by `now` (default: the database's now()), batch after batch, whether
    * or not the loop runs; returns how many jobs it looked at.
    */
-  async runOnce(now?: Date): Promise<number> {
+  runOnce(now?: Date): Promise<number> {
+    return this.#fireDue(now, () => true)
+  }
+
+  /** Fires batch after batch while batches come back full (more may be due) and `go()`. */
+  async #fireDue(now: Date | undefined, go: () => boolean): Promise<number> {
     const { sql, logger, batchSize } = this.#o
     let seen = 0
     for (;;) {
       const n = await tickOnce(sql, logger, batchSize, now)
       seen += n
-      // A full batch means more may be due.
-      if (n < batchSize) return seen
+      if (n < batchSize || !go()) return seen
     }
   }
 
   async #run(): Promise<void> {
-    const { sql, logger, batchSize, maxSleepMs } = this.#o
+    const { sql, logger, maxSleepMs } = this.#o
     while (this.#running) {
       let delay = maxSleepMs
       let error: unknown
       try {
         this.#wake = new AbortController()
-        // A full batch means more may be due: go again at once.
-        while (this.#running && (await tickOnce(sql, logger, batchSize)) === batchSize) {}
+        await this.#fireDue(undefined, () => this.#running)
         const due = await jobNextDueInMs(sql)
         if (due !== null) delay = Math.min(maxSleepMs, Math.ceil(due) + 1)
       } catch (e) {
