@@ -188,6 +188,21 @@ it('tells a worker declared dead so on its next heartbeat, and takes it back', a
   expect(row).toEqual({ state: 'active', error: null })
 })
 
+it('judges silence as of the time it is given, not only the clock', async () => {
+  const w = await register()
+  const [{ later } = { later: new Date(0) }] = await t.sql<{ later: Date }[]>`
+    SELECT now() + make_interval(secs => ${TIMEOUT_S + 1}) AS later`
+  // The worker has just beaten: alive now, dead as of a timeout and a second later.
+  expect((await rescue(t.sql, TIMEOUT_S)).filter((a) => a.worker === w)).toEqual([])
+  const actions = await rescue(t.sql, TIMEOUT_S, later)
+  expect(actions.filter((a) => a.worker === w).map((a) => [a.action, a.detail])).toEqual([
+    ['worker_dead', `no heartbeat for ${TIMEOUT_S + 1} s`],
+  ])
+  expect(await t.sql`SELECT state, stopped_at FROM pgsched.workers WHERE name = ${w}`).toEqual([
+    { state: 'dead', stopped_at: later },
+  ])
+})
+
 it('lists workers over REST with their heartbeat age, to any reader', async () => {
   const w = await register([1, 2])
   const viewer = await t.token('v', 'viewer')
