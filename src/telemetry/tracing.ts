@@ -1,38 +1,111 @@
 /**
  * @module Tracing helpers for the portable layers: only @opentelemetry/api. Without an SDK
  * registered (see node-sdk.ts) every call is a cheap no-op.
+ *
+ * Spans follow the OTel messaging conventions where they fit: the name is
+ * `{operation} {destination}` (destination: the job's queue, or `default`), a submission is a
+ * PRODUCER span (`send`), a worker's round trips to the database are CLIENT spans (`receive` for
+ * starting an attempt, `settle` for writing its result), an attempt's execution is a CONSUMER span
+ * (`process`). A run stores the traceparent of the span that made it; the attempt either continues
+ * that trace (`parent`) or starts its own and links to it (`link`, the default; see
+ * `TraceLinkMode`).
  */
-import { context, propagation, type Span, SpanStatusCode, trace } from '@opentelemetry/api'
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Link,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from '@opentelemetry/api'
 
-/** The tracer of pgsched; span names look like `pgsched.<area>.<op>`. */
+/** The tracer of pgsched. */
 const tracer = trace.getTracer('pgsched')
 
+/**
+ * How an attempt's span relates to the span that submitted its run. `link` (the default, as River
+ * and Oban do) starts a trace per attempt that links to the submission: a cron job's thousandth
+ * run or a retry three days later is not one endless trace, and backends that sample per trace
+ * keep an attempt whole. `parent` makes every attempt a child of the submission: one trace holds
+ * the whole story, at the cost of traces that last as long as the job's retries.
+ */
+export type TraceLinkMode = 'link' | 'parent'
+
+/** Attributes shared by every span of pgsched's messaging spans. */
+export function messagingAttributes(queue: string | null | undefined): Attributes {
+  return { 'messaging.system': 'pgsched', 'messaging.destination.name': queue || 'default' }
+}
+
 /** The W3C traceparent of the active span, to store on a run; null when not tracing. */
-export function currentTraceparent(): string | null {
+export function currentTraceparent(ctx: Context = context.active()): string | null {
   const carrier: Record<string, string> = {}
-  propagation.inject(context.active(), carrier)
+  propagation.inject(ctx, carrier)
   return carrier.traceparent ?? null
 }
 
-/** Runs `fn` in a span that continues the trace of a stored traceparent (null: the active one). */
-export function withSpanFrom<T>(
-  name: string,
-  traceparent: string | null,
-  attributes: Record<string, string | number>,
-  fn: (span: Span) => Promise<T>,
-): Promise<T> {
-  const parent = traceparent
-    ? propagation.extract(context.active(), { traceparent })
-    : context.active()
-  return tracer.startActiveSpan(name, { attributes }, parent, async (span) => {
-    try {
-      return await fn(span)
-    } catch (e) {
-      span.recordException(e as Error)
-      span.setStatus({ code: SpanStatusCode.ERROR })
-      throw e
-    } finally {
-      span.end()
-    }
-  })
+/** The ids of the active span, for log lines; undefined when no span is recording. */
+export function activeTraceIds(): { trace_id: string; span_id: string } | undefined {
+  const span = trace.getActiveSpan()
+  const sc = span?.spanContext()
+  if (!sc || !trace.isSpanContextValid(sc)) return undefined
+  return { trace_id: sc.traceId, span_id: sc.spanId }
 }
+
+/** What a span is, where it sits, and how it relates to a stored traceparent. */
+export interface SpanOptions {
+  kind?: SpanKind
+  attributes?: Attributes
+  /** A stored W3C traceparent: the span's parent (`parent`) or a link (`link`). */
+  from?: string | null
+  /** How `from` is used. @default 'parent' */
+  mode?: TraceLinkMode
+  /** Start the span at this instant (e.g. a tick's scheduled time). */
+  startTime?: Date
+}
+
+/**
+ * Runs `fn` in a new active span and ends it; an error thrown marks the span failed and is
+ * rethrown. With `from` in `link` mode the span is a new root linked to that context.
+ */
+export function inSpan<T>(
+  name: string,
+  options: SpanOptions,
+  fn: (span: Span) => Promise<T> | T,
+): Promise<T> {
+  const { kind = SpanKind.INTERNAL, attributes, from, mode = 'parent', startTime } = options
+  let parent = context.active()
+  const links: Link[] = []
+  if (from) {
+    const stored = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, { traceparent: from }))
+    if (stored && trace.isSpanContextValid(stored)) {
+      if (mode === 'parent') parent = trace.setSpanContext(ROOT_CONTEXT, stored)
+      else {
+        parent = trace.deleteSpan(context.active())
+        links.push({ context: stored })
+      }
+    }
+  }
+  return tracer.startActiveSpan(
+    name,
+    { kind, attributes, links, startTime, root: links.length > 0 },
+    parent,
+    async (span) => {
+      try {
+        return await fn(span)
+      } catch (e) {
+        span.recordException(e as Error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error)?.message })
+        throw e
+      } finally {
+        span.end()
+      }
+    },
+  )
+}
+
+export type { Span }
+export { SpanKind, SpanStatusCode }

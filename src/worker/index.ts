@@ -34,7 +34,7 @@ import {
   type StartedRun,
 } from '../db/queries/runs.ts'
 import { workerHeartbeat, workerSetSandbox } from '../db/queries/workers.ts'
-import { withSpanFrom } from '../telemetry/tracing.ts'
+import { inSpan, SpanKind } from '../telemetry/tracing.ts'
 import { executeAttempt, type StopReason } from './execute.ts'
 import { makeWorkerPreset } from './preset.ts'
 import { prepareSandbox, type Sandbox, type SandboxSettings } from './sandbox.ts'
@@ -298,14 +298,17 @@ export class Worker {
         return
       }
       const attrs = { 'pgsched.run_id': run_id, 'pgsched.attempt': attempt }
-      const result = await withSpanFrom('pgsched.worker.execute', started.traceparent, attrs, () =>
-        executeAttempt(started, {
-          tasks: this.#o.tasks,
-          sandbox: this.#sandbox!,
-          killGraceMs: this.#o.killGraceMs,
-          signal: abort.signal,
-          logger,
-        }),
+      const result = await inSpan(
+        'process default',
+        { kind: SpanKind.CONSUMER, attributes: attrs, from: started.traceparent },
+        () =>
+          executeAttempt(started, {
+            tasks: this.#o.tasks,
+            sandbox: this.#sandbox!,
+            killGraceMs: this.#o.killGraceMs,
+            signal: abort.signal,
+            logger,
+          }),
       )
       // The run was rescued from this worker: its newer attempt owns the result.
       if (abort.signal.reason === 'superseded') return

@@ -18,7 +18,7 @@ import {
   jobTrigger,
 } from '../../db/queries/jobs.ts'
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
-import { currentTraceparent, withSpanFrom } from '../../telemetry/tracing.ts'
+import { currentTraceparent, inSpan, SpanKind } from '../../telemetry/tracing.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
@@ -100,7 +100,7 @@ export function registerJobRoutes(
       const key = c.req.valid('header')['idempotency-key']
       requireNetworkGrant(p, [body], jobNetwork)
       await shed.admitSubmissions(c, p.sub, 1)
-      const { job, created } = await withSpanFrom('pgsched.api.submit', null, {}, () =>
+      const { job, created } = await inSpan('send default', { kind: SpanKind.PRODUCER }, () =>
         batcher.run({
           submission: {
             ...body,
@@ -137,7 +137,7 @@ export function registerJobRoutes(
       const { jobs } = c.req.valid('json')
       requireNetworkGrant(p, jobs, jobNetwork)
       await shed.admitSubmissions(c, p.sub, jobs.length)
-      const results = await withSpanFrom('pgsched.api.submit_batch', null, {}, () =>
+      const results = await inSpan('send default', { kind: SpanKind.PRODUCER }, () =>
         sql.begin(async (tx) => {
           const submitted = await jobSubmitBatch(tx, jobs, p.sub, currentTraceparent())
           const out = []
