@@ -71,6 +71,15 @@ export interface PgschedConfig {
   readonly jobLimits: Readonly<Required<JobLimits>>
   /** Whether non-admin REST submitters may ask for `network: true` (PGSCHED_JOB_NETWORK). */
   readonly jobNetwork: 'deny' | 'allow'
+  /** How an attempt's span relates to its submission's (PGSCHED_TRACE_LINK_MODE; tracing.ts). */
+  readonly traceLinkMode: 'link' | 'parent'
+  /**
+   * Port of the scheduler's and worker's own GET /metrics (PGSCHED_METRICS_PORT); unset: none for
+   * `start` and `api` (the API serves /metrics), any free port (printed) for `scheduler`/`worker`.
+   */
+  readonly metricsPort: number | undefined
+  /** Address of that port (PGSCHED_METRICS_HOST): 127.0.0.1 unless said otherwise. */
+  readonly metricsHost: string
 }
 
 /** Environment variables read by pgsched, by name. */
@@ -203,6 +212,12 @@ export function resolveConfig(
       ) as Required<JobLimits>,
     ),
     jobNetwork: oneOf(env, 'PGSCHED_JOB_NETWORK', ['deny', 'allow'] as const, 'deny'),
+    traceLinkMode: oneOf(env, 'PGSCHED_TRACE_LINK_MODE', ['link', 'parent'] as const, 'link'),
+    metricsPort:
+      str(env, 'PGSCHED_METRICS_PORT') === undefined
+        ? undefined
+        : int(env, 'PGSCHED_METRICS_PORT', 0, 0, 65535),
+    metricsHost: str(env, 'PGSCHED_METRICS_HOST') ?? '127.0.0.1',
   } satisfies PgschedConfig
   const given = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
   const config = Object.freeze({ ...defaults, ...given })
