@@ -6,12 +6,16 @@
  * Fires ticks planned by the scheduler: for each job, creates the run for its tick (at most once
  * per (job, tick)) and moves next_run_at on, but only while next_run_at is still the value the
  * planner read (p_expected), so a stale planner changes nothing. Returns the number of runs created.
+ * p_traceparents (optional, aligned with p_job_ids) is each tick's own span, made by the planner
+ * when tracing: the run stores it instead of the job's submission traceparent. Without it (NULL,
+ * as when not tracing) runs store the job's traceparent, as before.
  * Jobs with the default overlap policy and no dependency to wait for (the common case) get their
  * runs and executor jobs in three statements for the whole batch; the others go one by one
  * through _create_run, which applies the policy and dependencies.
  */
 CREATE OR REPLACE FUNCTION pgsched.fire_ticks(
-  p_job_ids bigint[], p_expected timestamptz[], p_ticks timestamptz[], p_next timestamptz[]
+  p_job_ids bigint[], p_expected timestamptz[], p_ticks timestamptz[], p_next timestamptz[],
+  p_traceparents text[] DEFAULT NULL
 ) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -28,10 +32,13 @@ DECLARE
 BEGIN
   WITH moved AS (
     UPDATE pgsched.jobs j SET next_run_at = u.next_at, updated_at = now()
-    FROM unnest(p_job_ids, p_expected, p_ticks, p_next) AS u(job_id, expected, tick, next_at)
+    -- A NULL p_traceparents unnests as NULLs beside the other arrays.
+    FROM unnest(p_job_ids, p_expected, p_ticks, p_next, p_traceparents)
+      AS u(job_id, expected, tick, next_at, tp)
     WHERE j.id = u.job_id AND j.status = 'active'
       AND j.next_run_at IS NOT DISTINCT FROM u.expected
-    RETURNING j.id, u.tick, j.traceparent, j.concurrency_policy = 'allow' AND (unchecked
+    RETURNING j.id, u.tick, coalesce(u.tp, j.traceparent) AS traceparent,
+      j.concurrency_policy = 'allow' AND (unchecked
       OR NOT EXISTS (SELECT 1 FROM pgsched.job_dependencies d WHERE d.job_id = j.id)) AS fast
   )
   SELECT array_agg(id) FILTER (WHERE fast), array_agg(tick) FILTER (WHERE fast),

@@ -10,6 +10,7 @@ import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { jobFireTicks, jobListDue, jobNextDueInMs, jobPause } from '../db/queries/jobs.ts'
+import { TickBatchTelemetry } from './tick-telemetry.ts'
 
 /** Jobs planned per transaction; small enough to keep row locks brief. */
 const TICK_BATCH_SIZE_DEFAULT = 500
@@ -41,34 +42,47 @@ export async function tickOnce(
   return sql.begin(async (tx) => {
     const due = await jobListDue(tx, batchSize, now)
     const plans: TickPlan[] = []
+    const telemetry = new TickBatchTelemetry()
+    // Aligned with plans; stays undefined unless a tick has a span to store (tracing on).
+    let traceparents: (string | null)[] | undefined
     // Due jobs of one batch share now(), so jobs with the same schedule share their plan:
     // cron maths once per schedule, not once per job (10,000 jobs due at once are common).
     const shared = new Map<string, Pick<TickPlan, 'tick' | 'next'>>()
-    for (const job of due) {
-      try {
-        if (job.next_run_at !== null) {
-          const key = `${job.schedule}\u0000${job.timezone}`
-          let plan = shared.get(key)
-          if (!plan) {
-            plan = planDueTick(job.schedule, job.timezone, job.now)
-            shared.set(key, plan)
-          }
-          plans.push({ jobId: job.id, expected: job.next_run_at, ...plan })
+    try {
+      for (const job of due) {
+        let plan: TickPlan
+        try {
+          if (job.next_run_at !== null) {
+            const key = `${job.schedule}\u0000${job.timezone}`
+            let found = shared.get(key)
+            if (!found) {
+              found = planDueTick(job.schedule, job.timezone, job.now)
+              shared.set(key, found)
+            }
+            plan = { jobId: job.id, expected: job.next_run_at, ...found }
+          } else plan = planJob(job)
+        } catch (e) {
+          if (!(e instanceof PgschedError)) throw e
+          // Unplannable despite passing validate_cron: pause it rather than retry it forever.
+          logger.error(
+            { job_id: job.id, err: e },
+            'scheduler: schedule cannot be planned; job paused',
+          )
+          await jobPause(tx, job.id)
           continue
         }
-        plans.push(planJob(job))
-      } catch (e) {
-        if (!(e instanceof PgschedError)) throw e
-        // Unplannable despite passing validate_cron: pause it rather than retry it forever.
-        logger.error(
-          { job_id: job.id, err: e },
-          'scheduler: schedule cannot be planned; job paused',
-        )
-        await jobPause(tx, job.id)
+        const traceparent = telemetry.add(job, plan)
+        if (traceparent !== null) traceparents ??= plans.map(() => null)
+        traceparents?.push(traceparent)
+        plans.push(plan)
       }
+      const created = await jobFireTicks(tx, plans, traceparents)
+      if (created > 0) logger.debug({ created }, 'scheduler: ticks fired')
+      await telemetry.fired(tx, created)
+    } catch (e) {
+      telemetry.end(e)
+      throw e
     }
-    const created = await jobFireTicks(tx, plans)
-    if (created > 0) logger.debug({ created }, 'scheduler: ticks fired')
     return due.length
   })
 }

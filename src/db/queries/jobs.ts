@@ -185,16 +185,23 @@ export async function jobTrigger(sql: Sql, id: number): Promise<number> {
 }
 
 const dueColumns = (sql: Sql, now: Date | null = null) =>
-  sql`id, schedule, timezone, schedule_base_at, next_run_at,
+  sql`id, schedule, timezone, schedule_base_at, next_run_at, queue, traceparent,
     coalesce(${now}::timestamptz, now()) AS now`
+
+/** A due job with what the ticker's telemetry needs besides the plan. */
+export interface DueTickJob extends DueJob {
+  queue: string | null
+  /** The traceparent stored with the job at submission, which a tick's span links to. */
+  traceparent: string | null
+}
 
 /**
  * Locks up to `limit` scheduled jobs that need planning (no next_run_at yet) or whose tick is
  * due by `now` (default: now()). SKIP LOCKED lets a second scheduler pass over rows the first is
  * firing. Call in a transaction.
  */
-export async function jobListDue(sql: Sql, limit: number, now?: Date): Promise<DueJob[]> {
-  return sql<DueJob[]>`
+export async function jobListDue(sql: Sql, limit: number, now?: Date): Promise<DueTickJob[]> {
+  return sql<DueTickJob[]>`
     SELECT ${dueColumns(sql, now)}
     FROM pgsched.jobs
     WHERE status = 'active' AND schedule IS NOT NULL
@@ -214,17 +221,42 @@ async function jobGetUnplanned(sql: Sql, id: number): Promise<DueJob | undefined
   return job
 }
 
-/** Applies planned ticks with pgsched.fire_ticks; returns the number of runs created. */
-export async function jobFireTicks(sql: Sql, plans: readonly TickPlan[]): Promise<number> {
+/**
+ * Applies planned ticks with pgsched.fire_ticks; returns the number of runs created.
+ * `traceparents` (aligned with `plans`, when tracing) are the ticks' own spans, stored on their
+ * runs; without them runs store their job's traceparent.
+ */
+export async function jobFireTicks(
+  sql: Sql,
+  plans: readonly TickPlan[],
+  traceparents?: readonly (string | null)[],
+): Promise<number> {
   if (plans.length === 0) return 0
   const [row] = await sql<{ created: number }[]>`
     SELECT pgsched.fire_ticks(
       ${plans.map((p) => p.jobId)}::bigint[],
       ${plans.map((p) => p.expected?.toISOString() ?? null)}::timestamptz[],
       ${plans.map((p) => p.tick?.toISOString() ?? null)}::timestamptz[],
-      ${plans.map((p) => p.next.toISOString())}::timestamptz[]
+      ${plans.map((p) => p.next.toISOString())}::timestamptz[],
+      ${traceparents ? [...traceparents] : null}::text[]
     ) AS created`
   return row!.created
+}
+
+/**
+ * The runs of fired ticks, found by (job, tick) through the runs' unique key, with the
+ * traceparent each stored: the ticker's spans learn their run id from it (tracing only).
+ */
+export async function jobTickRuns(
+  sql: Sql,
+  ticks: readonly { jobId: number; tick: Date }[],
+): Promise<{ job_id: number; run_id: number; traceparent: string | null }[]> {
+  if (ticks.length === 0) return []
+  return sql`
+    SELECT r.job_id, r.id AS run_id, r.traceparent
+    FROM unnest(${ticks.map((t) => t.jobId)}::bigint[],
+      ${ticks.map((t) => t.tick.toISOString())}::timestamptz[]) AS u(job_id, tick)
+    JOIN pgsched.runs r ON r.job_id = u.job_id AND r.scheduled_for = u.tick`
 }
 
 /**
