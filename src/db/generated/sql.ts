@@ -248,6 +248,36 @@ DROP FUNCTION IF EXISTS pgsched.rescue(interval, integer);
 DROP FUNCTION IF EXISTS pgsched.take_submission_tokens(text, integer, integer);
 `,
   },
+  {
+    version: 3,
+    name: "run_start_telemetry",
+    breaking: false,
+    sql: String.raw`-- 000003_run_start_telemetry: run_start_many and run_start also return the job's queue and
+-- priority and the run's available_at and started_at, which the worker's spans and its queue-wait
+-- metric need. CREATE OR REPLACE cannot change a result type, so the old functions are dropped
+-- here; sql/functions/04_runs.sql creates the new ones in the same transaction. Workers of an
+-- older version read the columns they know by name and keep working.
+-- Cost: catalog changes only.
+
+DROP FUNCTION IF EXISTS pgsched.run_start(bigint, integer, text);
+DROP FUNCTION IF EXISTS pgsched.run_start_many(bigint[], integer[], text);
+`,
+  },
+  {
+    version: 4,
+    name: "tick_traceparents",
+    breaking: false,
+    sql: String.raw`-- 000004_tick_traceparents: fire_ticks takes an optional traceparent per tick (each cron tick's
+-- own span, when tracing), which the tick's run stores instead of the job's. CREATE OR REPLACE
+-- cannot add an argument (it would create a second function beside the first), so the old
+-- signature is dropped here; sql/functions/05_ticks.sql creates the new one in the same
+-- transaction. Not breaking: the new argument defaults to NULL, so a caller of the old
+-- signature gets the old behaviour.
+-- Cost: catalog changes only.
+
+DROP FUNCTION IF EXISTS pgsched.fire_ticks(bigint[], timestamptz[], timestamptz[], timestamptz[]);
+`,
+  },
 ]
 
 /** The function files, in the order they are applied. */
@@ -732,6 +762,31 @@ LANGUAGE sql AS $$
     AND (coalesce(p_limits, '{}') <> '{}' OR coalesce(p_network, false))
 $$;
 
+-- The traceparent a submission stores: the argument when given, else the session setting
+-- pgsched.traceparent (an instrumented application runs SET LOCAL pgsched.traceparent = '00-…' once
+-- per transaction), else NULL (the run's first attempt starts its own trace). Either must be a W3C
+-- traceparent of version 00 with non-zero ids, lowercase hex; a malformed one raises 22023 naming
+-- traceparent, the argument or the setting, so a caller learns of a broken propagation at once
+-- instead of losing its trace silently.
+CREATE OR REPLACE FUNCTION pgsched._traceparent(p_given text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  -- A setting once SET LOCAL in this session reads '' after its transaction, not NULL.
+  from_setting text := nullif(current_setting('pgsched.traceparent', true), '');
+  tp text := coalesce(p_given, from_setting);
+BEGIN
+  IF tp IS NULL OR (tp ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+      AND substr(tp, 4, 32) <> repeat('0', 32) AND substr(tp, 37, 16) <> repeat('0', 16)) THEN
+    RETURN tp;
+  END IF;
+  PERFORM pgsched._invalid('traceparent', format(
+    '%s %L is not a W3C traceparent: expected 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, ids not all zero',
+    CASE WHEN p_given IS NULL THEN 'the session setting pgsched.traceparent' ELSE 'the argument' END,
+    left(tp, 100)));
+  RETURN NULL;
+END
+$$;
+
 /**
  * Submits a job in the caller's transaction and returns its id. A one-off job (no schedule) gets
  * its run at run_at (default now); a scheduled job's first tick is planned by the scheduler,
@@ -741,7 +796,9 @@ $$;
  * "max_processes": …, "file_size_mb": …, "open_files": …}) bound a command job within the
  * ceilings an admin set; network => true gives it network access (admins, or everyone when an
  * admin allowed it). The same idempotency_key from the same owner returns the first job. Refused
- * at degradation level 4 (PS503) and over the rate limit (PS429).
+ * at degradation level 4 (PS503) and over the rate limit (PS429). traceparent (a W3C traceparent,
+ * default the session setting pgsched.traceparent, see _traceparent) puts the run's attempts in
+ * the caller's trace.
  */
 CREATE OR REPLACE FUNCTION pgsched.submit_job(
   name text DEFAULT NULL,
@@ -767,6 +824,7 @@ CREATE OR REPLACE FUNCTION pgsched.submit_job(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   id bigint;
+  tp text := pgsched._traceparent(submit_job.traceparent);
 BEGIN
   PERFORM pgsched._refuse_if_degraded();
   PERFORM pgsched._limit_sql_submissions(submit_job.owner, 1);
@@ -777,7 +835,7 @@ BEGIN
     submit_job.name, submit_job.command, submit_job.task, submit_job.payload,
     submit_job.schedule, submit_job.timezone, submit_job.run_at, submit_job.priority,
     submit_job.max_retries, submit_job.backoff_base_seconds, submit_job.timeout_seconds,
-    submit_job.queue, submit_job.idempotency_key, submit_job.owner, submit_job.traceparent,
+    submit_job.queue, submit_job.idempotency_key, submit_job.owner, tp,
     coalesce(submit_job.depends_on, '{}'), coalesce(submit_job.concurrency_policy, 'allow'));
   PERFORM pgsched._store_sandbox(id, submit_job.limits, submit_job.network);
   RETURN id;
@@ -896,7 +954,8 @@ $$;
  * name unique in the batch); "depends_on" may hold job ids and refs of other jobs in the batch,
  * which is how a DAG is submitted at once. Cycles among refs are refused. Errors name the element
  * and field, e.g. COLUMN = 'jobs[3].depends_on'. The rate limit counts every job. The batch's
- * runs are enqueued together at the end.
+ * runs are enqueued together at the end. traceparent (or the session setting
+ * pgsched.traceparent) applies to every job of the batch, as in submit_job.
  */
 CREATE OR REPLACE FUNCTION pgsched.submit_jobs(jobs jsonb, owner text DEFAULT session_user, traceparent text DEFAULT NULL)
 RETURNS TABLE (ref text, job_id bigint)
@@ -910,6 +969,7 @@ DECLARE
   e jsonb;
   i integer;
 BEGIN
+  traceparent := pgsched._traceparent(traceparent);
   IF jsonb_typeof(jobs) = 'array' THEN
     -- Set-based, not a loop over every element: most batches ask for neither.
     -- Checked before the element loop casts it: year 0 is not a date Postgres can hold.
@@ -1079,15 +1139,18 @@ $$;
 
 /**
  * Marks the attempts (p_run_ids[i], p_attempts[i]) running on p_worker and returns what executing
- * them needs, the limits and network flag of command jobs included; an attempt that is no longer
- * current (cancelled, rescued, superseded, its job paused) or a worker declared dead gets no row.
+ * them needs, the limits and network flag of command jobs included, and what telemetry needs: the
+ * queue, the priority, and when the attempt became due (available_at) and started (started_at),
+ * whose difference is its queue wait. An attempt that is no longer current (cancelled, rescued,
+ * superseded, its job paused) or a worker declared dead gets no row.
  * Asking again for an attempt already running on the same worker returns it again (a lost answer
  * is retried). A command's attempt records the worker's sandbox.
  */
 CREATE OR REPLACE FUNCTION pgsched.run_start_many(p_run_ids bigint[], p_attempts integer[], p_worker text)
 RETURNS TABLE (
   run_id bigint, job_id bigint, attempt integer, kind text, command text, task text,
-  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean
+  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean,
+  queue text, priority integer, available_at timestamptz, started_at timestamptz
 )
 -- PL/pgSQL, not SQL: its statement's plan is cached for the session. Generic plans: a custom plan
 -- (the default once custom plans look cheaper) is planned again at every call, which cost more than
@@ -1107,7 +1170,8 @@ BEGIN
       AND j.id = r.job_id AND j.status IN ('active', 'completed')
       AND NOT EXISTS (SELECT 1 FROM pgsched.workers ws WHERE ws.name = p_worker AND ws.state = 'dead')
     RETURNING r.id, r.job_id, r.attempt, j.kind, j.command, j.task, j.payload, j.timeout_seconds,
-      coalesce(r.traceparent, j.traceparent) AS traceparent, j.limits, j.network
+      coalesce(r.traceparent, j.traceparent) AS traceparent, j.limits, j.network,
+      j.queue, j.priority::integer, r.available_at, r.started_at
   ), attempt_rows AS (
     INSERT INTO pgsched.run_attempts (run_id, attempt, worker, sandbox)
     SELECT s.id, s.attempt, p_worker,
@@ -1122,7 +1186,8 @@ $$;
 CREATE OR REPLACE FUNCTION pgsched.run_start(p_run_id bigint, p_attempt integer, p_worker text)
 RETURNS TABLE (
   run_id bigint, job_id bigint, attempt integer, kind text, command text, task text,
-  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean
+  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean,
+  queue text, priority integer, available_at timestamptz, started_at timestamptz
 )
 LANGUAGE sql AS $$
   SELECT * FROM pgsched.run_start_many(ARRAY[p_run_id], ARRAY[p_attempt], p_worker)
@@ -1334,12 +1399,16 @@ CREATE OR REPLACE TRIGGER runs_log_update AFTER UPDATE ON pgsched.runs
  * Fires ticks planned by the scheduler: for each job, creates the run for its tick (at most once
  * per (job, tick)) and moves next_run_at on, but only while next_run_at is still the value the
  * planner read (p_expected), so a stale planner changes nothing. Returns the number of runs created.
+ * p_traceparents (optional, aligned with p_job_ids) is each tick's own span, made by the planner
+ * when tracing: the run stores it instead of the job's submission traceparent. Without it (NULL,
+ * as when not tracing) runs store the job's traceparent, as before.
  * Jobs with the default overlap policy and no dependency to wait for (the common case) get their
  * runs and executor jobs in three statements for the whole batch; the others go one by one
  * through _create_run, which applies the policy and dependencies.
  */
 CREATE OR REPLACE FUNCTION pgsched.fire_ticks(
-  p_job_ids bigint[], p_expected timestamptz[], p_ticks timestamptz[], p_next timestamptz[]
+  p_job_ids bigint[], p_expected timestamptz[], p_ticks timestamptz[], p_next timestamptz[],
+  p_traceparents text[] DEFAULT NULL
 ) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1356,10 +1425,13 @@ DECLARE
 BEGIN
   WITH moved AS (
     UPDATE pgsched.jobs j SET next_run_at = u.next_at, updated_at = now()
-    FROM unnest(p_job_ids, p_expected, p_ticks, p_next) AS u(job_id, expected, tick, next_at)
+    -- A NULL p_traceparents unnests as NULLs beside the other arrays.
+    FROM unnest(p_job_ids, p_expected, p_ticks, p_next, p_traceparents)
+      AS u(job_id, expected, tick, next_at, tp)
     WHERE j.id = u.job_id AND j.status = 'active'
       AND j.next_run_at IS NOT DISTINCT FROM u.expected
-    RETURNING j.id, u.tick, j.traceparent, j.concurrency_policy = 'allow' AND (unchecked
+    RETURNING j.id, u.tick, coalesce(u.tp, j.traceparent) AS traceparent,
+      j.concurrency_policy = 'allow' AND (unchecked
       OR NOT EXISTS (SELECT 1 FROM pgsched.job_dependencies d WHERE d.job_id = j.id)) AS fast
   )
   SELECT array_agg(id) FILTER (WHERE fast), array_agg(tick) FILTER (WHERE fast),
