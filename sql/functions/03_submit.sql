@@ -135,6 +135,31 @@ LANGUAGE sql AS $$
     AND (coalesce(p_limits, '{}') <> '{}' OR coalesce(p_network, false))
 $$;
 
+-- The traceparent a submission stores: the argument when given, else the session setting
+-- pgsched.traceparent (an instrumented application runs SET LOCAL pgsched.traceparent = '00-…' once
+-- per transaction), else NULL (the run's first attempt starts its own trace). Either must be a W3C
+-- traceparent of version 00 with non-zero ids, lowercase hex; a malformed one raises 22023 naming
+-- traceparent, the argument or the setting, so a caller learns of a broken propagation at once
+-- instead of losing its trace silently.
+CREATE OR REPLACE FUNCTION pgsched._traceparent(p_given text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  -- A setting once SET LOCAL in this session reads '' after its transaction, not NULL.
+  from_setting text := nullif(current_setting('pgsched.traceparent', true), '');
+  tp text := coalesce(p_given, from_setting);
+BEGIN
+  IF tp IS NULL OR (tp ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$'
+      AND substr(tp, 4, 32) <> repeat('0', 32) AND substr(tp, 37, 16) <> repeat('0', 16)) THEN
+    RETURN tp;
+  END IF;
+  PERFORM pgsched._invalid('traceparent', format(
+    '%s %L is not a W3C traceparent: expected 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, ids not all zero',
+    CASE WHEN p_given IS NULL THEN 'the session setting pgsched.traceparent' ELSE 'the argument' END,
+    left(tp, 100)));
+  RETURN NULL;
+END
+$$;
+
 /**
  * Submits a job in the caller's transaction and returns its id. A one-off job (no schedule) gets
  * its run at run_at (default now); a scheduled job's first tick is planned by the scheduler,
@@ -144,7 +169,9 @@ $$;
  * "max_processes": …, "file_size_mb": …, "open_files": …}) bound a command job within the
  * ceilings an admin set; network => true gives it network access (admins, or everyone when an
  * admin allowed it). The same idempotency_key from the same owner returns the first job. Refused
- * at degradation level 4 (PS503) and over the rate limit (PS429).
+ * at degradation level 4 (PS503) and over the rate limit (PS429). traceparent (a W3C traceparent,
+ * default the session setting pgsched.traceparent, see _traceparent) puts the run's attempts in
+ * the caller's trace.
  */
 CREATE OR REPLACE FUNCTION pgsched.submit_job(
   name text DEFAULT NULL,
@@ -170,6 +197,7 @@ CREATE OR REPLACE FUNCTION pgsched.submit_job(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   id bigint;
+  tp text := pgsched._traceparent(submit_job.traceparent);
 BEGIN
   PERFORM pgsched._refuse_if_degraded();
   PERFORM pgsched._limit_sql_submissions(submit_job.owner, 1);
@@ -180,7 +208,7 @@ BEGIN
     submit_job.name, submit_job.command, submit_job.task, submit_job.payload,
     submit_job.schedule, submit_job.timezone, submit_job.run_at, submit_job.priority,
     submit_job.max_retries, submit_job.backoff_base_seconds, submit_job.timeout_seconds,
-    submit_job.queue, submit_job.idempotency_key, submit_job.owner, submit_job.traceparent,
+    submit_job.queue, submit_job.idempotency_key, submit_job.owner, tp,
     coalesce(submit_job.depends_on, '{}'), coalesce(submit_job.concurrency_policy, 'allow'));
   PERFORM pgsched._store_sandbox(id, submit_job.limits, submit_job.network);
   RETURN id;
@@ -299,7 +327,8 @@ $$;
  * name unique in the batch); "depends_on" may hold job ids and refs of other jobs in the batch,
  * which is how a DAG is submitted at once. Cycles among refs are refused. Errors name the element
  * and field, e.g. COLUMN = 'jobs[3].depends_on'. The rate limit counts every job. The batch's
- * runs are enqueued together at the end.
+ * runs are enqueued together at the end. traceparent (or the session setting
+ * pgsched.traceparent) applies to every job of the batch, as in submit_job.
  */
 CREATE OR REPLACE FUNCTION pgsched.submit_jobs(jobs jsonb, owner text DEFAULT session_user, traceparent text DEFAULT NULL)
 RETURNS TABLE (ref text, job_id bigint)
@@ -313,6 +342,7 @@ DECLARE
   e jsonb;
   i integer;
 BEGIN
+  traceparent := pgsched._traceparent(traceparent);
   IF jsonb_typeof(jobs) = 'array' THEN
     -- Set-based, not a loop over every element: most batches ask for neither.
     -- Checked before the element loop casts it: year 0 is not a date Postgres can hold.

@@ -4,15 +4,18 @@
 
 /**
  * Marks the attempts (p_run_ids[i], p_attempts[i]) running on p_worker and returns what executing
- * them needs, the limits and network flag of command jobs included; an attempt that is no longer
- * current (cancelled, rescued, superseded, its job paused) or a worker declared dead gets no row.
+ * them needs, the limits and network flag of command jobs included, and what telemetry needs: the
+ * queue, the priority, and when the attempt became due (available_at) and started (started_at),
+ * whose difference is its queue wait. An attempt that is no longer current (cancelled, rescued,
+ * superseded, its job paused) or a worker declared dead gets no row.
  * Asking again for an attempt already running on the same worker returns it again (a lost answer
  * is retried). A command's attempt records the worker's sandbox.
  */
 CREATE OR REPLACE FUNCTION pgsched.run_start_many(p_run_ids bigint[], p_attempts integer[], p_worker text)
 RETURNS TABLE (
   run_id bigint, job_id bigint, attempt integer, kind text, command text, task text,
-  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean
+  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean,
+  queue text, priority integer, available_at timestamptz, started_at timestamptz
 )
 -- PL/pgSQL, not SQL: its statement's plan is cached for the session. Generic plans: a custom plan
 -- (the default once custom plans look cheaper) is planned again at every call, which cost more than
@@ -32,7 +35,8 @@ BEGIN
       AND j.id = r.job_id AND j.status IN ('active', 'completed')
       AND NOT EXISTS (SELECT 1 FROM pgsched.workers ws WHERE ws.name = p_worker AND ws.state = 'dead')
     RETURNING r.id, r.job_id, r.attempt, j.kind, j.command, j.task, j.payload, j.timeout_seconds,
-      coalesce(r.traceparent, j.traceparent) AS traceparent, j.limits, j.network
+      coalesce(r.traceparent, j.traceparent) AS traceparent, j.limits, j.network,
+      j.queue, j.priority::integer, r.available_at, r.started_at
   ), attempt_rows AS (
     INSERT INTO pgsched.run_attempts (run_id, attempt, worker, sandbox)
     SELECT s.id, s.attempt, p_worker,
@@ -47,7 +51,8 @@ $$;
 CREATE OR REPLACE FUNCTION pgsched.run_start(p_run_id bigint, p_attempt integer, p_worker text)
 RETURNS TABLE (
   run_id bigint, job_id bigint, attempt integer, kind text, command text, task text,
-  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean
+  payload jsonb, timeout_seconds integer, traceparent text, limits jsonb, network boolean,
+  queue text, priority integer, available_at timestamptz, started_at timestamptz
 )
 LANGUAGE sql AS $$
   SELECT * FROM pgsched.run_start_many(ARRAY[p_run_id], ARRAY[p_attempt], p_worker)

@@ -314,9 +314,13 @@ export const RunSchema = z
   .meta({ id: 'Run' })
 
 /** A run with its attempts. */
-export const RunDetailSchema = RunSchema.extend({ attempts: z.array(AttemptSchema) }).meta({
-  id: 'RunDetail',
-})
+export const RunDetailSchema = RunSchema.extend({
+  traceparent: z.string().nullable().meta({
+    description:
+      "the W3C traceparent of the span that made the run (its submission or cron tick), which each attempt's span continues or links to; null when made untraced",
+  }),
+  attempts: z.array(AttemptSchema),
+}).meta({ id: 'RunDetail' })
 
 /** Query of list endpoints. */
 export const PageQuerySchema = z.object({

@@ -6,13 +6,17 @@ const runColumns = (sql: Sql) => sql`
   r.id AS run_id, r.job_id, j.name AS job_name, r.status, r.attempt, r.scheduled_for,
   r.available_at, r.started_at, r.finished_at, r.worker, r.exit_code, r.output, r.error, r.created_at`
 
-/** A run with its owner, for authorization. */
-type OwnedRun = Run & { owner: string }
+/**
+ * A run with its owner, for authorization, and the W3C traceparent its attempts continue or link
+ * to (the submitter's; null when it was submitted untraced).
+ */
+type OwnedRun = Run & { owner: string; traceparent: string | null }
 
 /** One run by id with its owner, or undefined. */
 export async function runGet(sql: Sql, id: number): Promise<OwnedRun | undefined> {
+  // The traceparent run_start_many hands the worker.
   const [run] = await sql<OwnedRun[]>`
-    SELECT ${runColumns(sql)}, j.owner
+    SELECT ${runColumns(sql)}, j.owner, coalesce(r.traceparent, j.traceparent) AS traceparent
     FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
     WHERE r.id = ${id}`
   return run
@@ -76,6 +80,13 @@ export interface StartedRun {
   limits: JobLimits
   /** Whether a command may reach the network. */
   network: boolean
+  /** The job's queue (its lane); null: none. */
+  queue: string | null
+  priority: number
+  /** When this attempt became due; its queue wait is started_at minus this. */
+  available_at: Date
+  /** When this attempt started, by the database clock. */
+  started_at: Date
 }
 
 /** An attempt a worker asks to start or to record. */
