@@ -3,8 +3,9 @@
  * `npm run bench -- --quick` (under 3). Starts its own embedded PostgreSQL with default settings,
  * runs every workload on pgsched and on the baselines (raw Graphile Worker, pg-boss) in the same
  * run, and writes bench/RESULTS.md (with bench/findings.md, the hand-written analysis, appended)
- * and bench/results.json. `--only=submit,e2e,…` picks workloads; `--render` rewrites RESULTS.md
- * from results.json.
+ * and bench/results.json. `--only=submit,e2e,…` picks workloads; `--merge` (with --only) keeps the
+ * other workloads' sections of results.json and replaces only those measured; `--render` rewrites
+ * RESULTS.md from results.json.
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -12,16 +13,18 @@ import { cpus, totalmem } from 'node:os'
 
 import type { Ctx, Section, Workload } from './lib/context.ts'
 import { startBenchPostgres } from './lib/postgres.ts'
-import { writeResults } from './lib/report.ts'
+import { mergeResults, writeResults } from './lib/report.ts'
 import { cronFanOut } from './workloads/cron.ts'
 import { queueDepth } from './workloads/depth.ts'
 import { endToEnd } from './workloads/e2e.ts'
 import { pickupLatency } from './workloads/pickup.ts'
 import { submitThroughput } from './workloads/submit.ts'
+import { telemetryCost } from './workloads/telemetry.ts'
 
 const WORKLOADS: [string, Workload][] = [
   ['submit', submitThroughput],
   ['e2e', endToEnd],
+  ['telemetry', telemetryCost],
   ['pickup', pickupLatency],
   ['cron', cronFanOut],
   ['depth', queueDepth],
@@ -52,7 +55,7 @@ async function main(): Promise<void> {
     }
     const pkg = (name: string) =>
       JSON.parse(readFileSync(`node_modules/${name}/package.json`, 'utf8')).version as string
-    writeResults({
+    const results = {
       quick,
       seconds: Math.round((Date.now() - started) / 1000),
       machine: {
@@ -70,7 +73,16 @@ async function main(): Promise<void> {
       },
       postgres: await pg.settings(),
       sections,
-    })
+    }
+    writeResults(
+      process.argv.includes('--merge')
+        ? mergeResults(
+            JSON.parse(readFileSync('bench/results.json', 'utf8')),
+            results,
+            WORKLOADS.map(([name]) => name),
+          )
+        : results,
+    )
     log(
       `done: bench/RESULTS.md, bench/results.json (${Math.round((Date.now() - started) / 1000)} s)`,
     )

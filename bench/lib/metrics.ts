@@ -34,4 +34,13 @@ export const METRIC = {
   submitDeepP50: 'submit p50, deep queue',
   claimEmptyP50: 'claim p50, empty queue',
   claimDeepP50: 'claim p50, deep queue',
+  telemetryOffTask10: 'drain no-op tasks, concurrency 10, telemetry off',
+  telemetryOnTask10: 'drain no-op tasks, concurrency 10, telemetry on',
+  telemetryRatioTask10: 'no-op tasks: telemetry on ÷ off (median of pairs)',
+  telemetryCpuOffTask: 'worker CPU per no-op task, telemetry off',
+  telemetryCpuOnTask: 'worker CPU per no-op task, telemetry on',
+  telemetrySpansPerTask: 'spans received per no-op task, telemetry on',
+  telemetryOffCommand10: 'drain `true` commands, concurrency 10, telemetry off',
+  telemetryOnCommand10: 'drain `true` commands, concurrency 10, telemetry on',
+  telemetryRatioCommand10: '`true` commands: telemetry on ÷ off (median of pairs)',
 } as const

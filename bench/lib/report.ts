@@ -12,6 +12,56 @@ export interface Results {
   versions: Record<string, string>
   postgres: Record<string, string>
   sections: Section[]
+  /** Sections measured later by `--only=… --merge` runs, with how and where they ran. */
+  merged?: Merged[]
+}
+
+/** A later run whose sections replaced or joined this one's. */
+export interface Merged {
+  /** The section ids it measured. */
+  ids: string[]
+  /** When it ran (ISO date). */
+  date: string
+  quick: boolean
+  seconds: number
+  machine: Record<string, string>
+}
+
+/**
+ * `previous` with the sections of `fresh` (a run of some workloads) in place of its own of the same
+ * id, a new one after the section it follows in `order` (the workloads' ids); the header stays
+ * the previous run's and `merged` says what came from which run.
+ */
+export function mergeResults(previous: Results, fresh: Results, order: string[]): Results {
+  const byId = new Map(previous.sections.map((s) => [s.id, s]))
+  for (const s of fresh.sections) byId.set(s.id, s)
+  const rank = (id: string) => (order.includes(id) ? order.indexOf(id) : order.length)
+  const ids = fresh.sections.map((s) => s.id)
+  return {
+    ...previous,
+    sections: [...byId.values()].sort((a, b) => rank(a.id) - rank(b.id)),
+    merged: [
+      // A section measured again leaves the older run's note.
+      ...(previous.merged ?? [])
+        .map((m) => ({ ...m, ids: m.ids.filter((id) => !ids.includes(id)) }))
+        .filter((m) => m.ids.length > 0),
+      {
+        ids,
+        date: new Date().toISOString().slice(0, 10),
+        quick: fresh.quick,
+        seconds: fresh.seconds,
+        machine: fresh.machine,
+      },
+    ],
+  }
+}
+
+/** Sentences saying which sections came from later runs (and whether the machine was the same). */
+function mergedNote(r: Results): string[] {
+  return (r.merged ?? []).map((m) => {
+    const same = JSON.stringify(m.machine) === JSON.stringify(r.machine)
+    return `${m.ids.length === 1 ? 'Section' : 'Sections'} ${m.ids.map((id) => `\`${id}\``).join(', ')}: measured later, on ${m.date}, by \`npm run bench -- --only=${m.ids.join(',')} --merge${m.quick ? ' --quick' : ''}\` in ${m.seconds} s, ${same ? 'on the same machine' : `on another machine (${Object.values(m.machine).join(', ')})`}.`
+  })
 }
 
 /** A 2-vCPU cloud machine's price, for the cost section (AWS c7i.large on demand, us-east-1). */
@@ -77,6 +127,12 @@ function targets(s: Section[]): string[][] {
     'claim latency at depth ≤ 2 × empty queue',
     `${fmt(p(METRIC.claimDeepP50))} vs ${fmt(p(METRIC.claimEmptyP50))} ms = ${fmt(claimRatio)} ×`,
     check(known(claimRatio) && claimRatio <= 2),
+  ])
+  const telemetry = p(METRIC.telemetryRatioTask10)
+  rows.push([
+    'telemetry on costs < 10 % of end-to-end throughput (default sampling)',
+    `on ÷ off ${fmt(telemetry)} × (${fmt(p(METRIC.telemetryOnTask10))} vs ${fmt(p(METRIC.telemetryOffTask10))} runs/s)`,
+    check(known(telemetry) && telemetry >= 0.9),
   ])
   return rows
 }
@@ -144,6 +200,7 @@ export function writeResults(r: Results): void {
     '',
     `Written by \`npm run bench${r.quick ? ' -- --quick' : ''}\` in ${r.seconds} s${r.quick ? ' (quick mode: smaller counts, shorter windows)' : ''}. Every workload ran on pgsched and on the baselines in this same run, on this machine.`,
     '',
+    ...mergedNote(r).flatMap((n) => [n, '']),
     table(['machine', ''], Object.entries(r.machine)),
     '',
     table(['software', 'version'], Object.entries(r.versions)),
