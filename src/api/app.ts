@@ -5,9 +5,10 @@ import { bodyLimit } from 'hono/body-limit'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { LoadShedding } from './load-shedding.ts'
-import { type AppEnv, authenticate } from './middleware/auth.ts'
+import { type AppEnv, allow, authenticate } from './middleware/auth.ts'
 import { databaseBreaker } from './middleware/breaker.ts'
 import { fieldErrors, onError, problem } from './middleware/problem.ts'
+import { httpTelemetry, submissionMetrics } from './middleware/telemetry.ts'
 import { registerAdminRoutes } from './routes/admin.ts'
 import { registerClusterRoutes } from './routes/cluster.ts'
 import { registerHealthRoutes } from './routes/health.ts'
@@ -37,7 +38,15 @@ export interface AppDeps {
   rateLimitPerMinute?: number
   /** Whether non-admins may give command jobs network access. @default 'deny' */
   jobNetwork?: 'deny' | 'allow'
+  /**
+   * The process's metrics in the Prometheus text format, served at GET /metrics (bearer auth, any
+   * role); it must answer from memory, never from the database. Without it /metrics is a 404.
+   */
+  metrics?: () => Promise<string>
 }
+
+/** The content type of the Prometheus text exposition format. */
+const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 /** Builds the API. */
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
@@ -57,6 +66,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.onError(onError(deps.logger))
   app.notFound((c) => problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`))
 
+  app.use('*', httpTelemetry())
+  // Before every middleware that can refuse a submission, so that each refusal is counted.
+  app.use('/v1/jobs', submissionMetrics('rest'))
+  app.use('/v1/jobs/batch', submissionMetrics('batch'))
   app.use('*', async (c, next) => {
     let total = 0
     for (const [name, value] of c.req.raw.headers) {
@@ -73,6 +86,14 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     await next()
   })
   registerHealthRoutes(app, deps.sql)
+  const { metrics } = deps
+  if (metrics) {
+    // Not in the OpenAPI document: it is for Prometheus, not API clients. No database breaker:
+    // a scrape reads memory only, so it answers even while the database is away.
+    app.get('/metrics', authenticate(deps.verifyToken), allow('read'), async (c) =>
+      c.body(await metrics(), 200, { 'content-type': PROMETHEUS_CONTENT_TYPE }),
+    )
+  }
   app.use('/v1/*', authenticate(deps.verifyToken))
   app.use(
     '/v1/*',

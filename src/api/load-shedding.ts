@@ -15,6 +15,7 @@ import {
   takeSubmissionTokensMany,
 } from '../db/queries/limits.ts'
 import { DEGRADED_RETRY_AFTER_SECONDS } from './middleware/problem.ts'
+import { noteRefusal } from './middleware/telemetry.ts'
 
 /** At degradation level 2 and above, history pages hold at most this many items… */
 const HISTORY_CAP_ITEMS = 20
@@ -66,6 +67,7 @@ export class LoadShedding {
    */
   async admitSubmissions(c: Context, user: string, n: number): Promise<void> {
     if ((await this.level()) >= 4) {
+      noteRefusal(c, 'degradation')
       throw new PgschedError('unavailable', 'new submissions are refused: degradation level 4', {
         headers: { 'retry-after': String(DEGRADED_RETRY_AFTER_SECONDS) },
       })

@@ -6,6 +6,7 @@
  */
 import {
   BrokenCircuitError,
+  CircuitState,
   ConsecutiveBreaker,
   circuitBreaker,
   handleWhen,
@@ -18,7 +19,17 @@ import type { MiddlewareHandler } from 'hono'
 
 import type { Logger } from '../../core/types.ts'
 import { isDatabaseUnreachable } from '../../db/client.ts'
+import { observe } from '../../telemetry/metrics.ts'
 import { databaseUnavailable } from './problem.ts'
+import { noteRefusal } from './telemetry.ts'
+
+/** The breaker's state as the gauge `pgsched.breaker.state` reads it. */
+const STATE_VALUE: Record<CircuitState, number> = {
+  [CircuitState.Closed]: 0,
+  [CircuitState.HalfOpen]: 1,
+  [CircuitState.Open]: 2,
+  [CircuitState.Isolated]: 2,
+}
 
 /** Options of the breaker. */
 interface BreakerOptions {
@@ -41,6 +52,13 @@ export function databaseBreaker(o: BreakerOptions): MiddlewareHandler {
   })
   breaker.onBreak(() => o.logger.warn('api: database unreachable; answering 503 until it is back'))
   breaker.onReset(() => o.logger.info('api: database reachable again'))
+  // The app has no stop(): the gauge holds the breaker weakly and lets go once the app is gone.
+  const held = new WeakRef(breaker)
+  const unobserve = observe('pgsched.breaker.state', () => {
+    const b = held.deref()
+    if (!b) unobserve()
+    return b ? [[STATE_VALUE[b.state], { breaker: 'api_database' }]] : []
+  })
   const policy = wrap(breaker, timeout(o.requestTimeoutMs ?? 10_000, TimeoutStrategy.Aggressive))
   const retryAfter = Math.ceil(halfOpenAfter / 1000)
   return async (c, next) => {
@@ -52,6 +70,7 @@ export function databaseBreaker(o: BreakerOptions): MiddlewareHandler {
       })
     } catch (e) {
       if (e instanceof BrokenCircuitError || e instanceof TaskCancelledError) {
+        if (e instanceof TaskCancelledError) noteRefusal(c, 'overload')
         c.res = databaseUnavailable(c, retryAfter)
       } else if (!isDatabaseUnreachable(e)) {
         throw e

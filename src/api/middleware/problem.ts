@@ -7,6 +7,7 @@ import type { z } from 'zod'
 import { type ErrorCode, type FieldError, PgschedError } from '../../core/errors.ts'
 import type { Logger } from '../../core/types.ts'
 import { isDatabaseUnreachable, PG_ERROR } from '../../db/client.ts'
+import { noteRefusal } from './telemetry.ts'
 
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   validation: 400,
@@ -139,6 +140,7 @@ export function onError(logger: Logger): ErrorHandler {
     if (pg.code === PG_ERROR.objectNotInState)
       return problem(c, 'conflict', pg.message.replace(/^pgsched: /, ''))
     if (pg.code === PG_ERROR.degraded) {
+      noteRefusal(c, 'degradation')
       c.header('retry-after', String(DEGRADED_RETRY_AFTER_SECONDS))
       return problem(c, 'unavailable', pg.message.replace(/^pgsched: /, ''))
     }

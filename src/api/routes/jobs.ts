@@ -3,6 +3,7 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 import { z } from 'zod'
 
 import { PgschedError } from '../../core/errors.ts'
+import { SUBMISSION_DEFAULTS } from '../../core/submission-defaults.ts'
 import type { Job } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
 import {
@@ -18,7 +19,13 @@ import {
   jobTrigger,
 } from '../../db/queries/jobs.ts'
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
-import { currentTraceparent, inSpan, SpanKind } from '../../telemetry/tracing.ts'
+import {
+  currentTraceparent,
+  inSpan,
+  messagingAttributes,
+  SpanKind,
+  type SpanOptions,
+} from '../../telemetry/tracing.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
 import { cursorId, jsonResponse, pageOf, problemResponses, security } from '../openapi.ts'
@@ -69,6 +76,31 @@ function requireNetworkGrant(
   )
 }
 
+/**
+ * The PRODUCER span of a batch, after the messaging conventions for a batch: `send {queue}` when
+ * every job goes to one queue (else `send` with no destination), `messaging.batch.message_count`,
+ * and the priority when the jobs share one.
+ */
+function batchSpan(
+  jobs: readonly { queue?: string | null; priority?: number }[],
+): [string, SpanOptions] {
+  const queues = new Set(jobs.map((j) => j.queue || 'default'))
+  const priorities = new Set(jobs.map((j) => j.priority ?? SUBMISSION_DEFAULTS.priority.default))
+  const [queue] = queues.size === 1 ? queues : [undefined]
+  const [priority] = priorities.size === 1 ? priorities : [undefined]
+  return [
+    queue === undefined ? 'send' : `send ${queue}`,
+    {
+      kind: SpanKind.PRODUCER,
+      attributes: {
+        ...(queue === undefined ? { 'messaging.system': 'pgsched' } : messagingAttributes(queue)),
+        'messaging.batch.message_count': jobs.length,
+        ...(priority === undefined ? {} : { 'pgsched.priority': priority }),
+      },
+    },
+  ]
+}
+
 /** Registers the job routes; `jobNetwork` says whether non-admins may ask for network access. */
 export function registerJobRoutes(
   app: OpenAPIHono<AppEnv>,
@@ -100,16 +132,29 @@ export function registerJobRoutes(
       const key = c.req.valid('header')['idempotency-key']
       requireNetworkGrant(p, [body], jobNetwork)
       await shed.admitSubmissions(c, p.sub, 1)
-      const { job, created } = await inSpan('send default', { kind: SpanKind.PRODUCER }, () =>
-        batcher.run({
-          submission: {
-            ...body,
-            run_at: body.run_at ? new Date(body.run_at) : null,
-            idempotency_key: key,
+      const { job, created } = await inSpan(
+        `send ${body.queue || 'default'}`,
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            ...messagingAttributes(body.queue),
+            'pgsched.priority': body.priority ?? SUBMISSION_DEFAULTS.priority.default,
           },
-          owner: p.sub,
-          traceparent: currentTraceparent(),
-        }),
+        },
+        async (span) => {
+          // The run stores this span as its origin: its attempts continue or link to it.
+          const submitted = await batcher.run({
+            submission: {
+              ...body,
+              run_at: body.run_at ? new Date(body.run_at) : null,
+              idempotency_key: key,
+            },
+            owner: p.sub,
+            traceparent: currentTraceparent(),
+          })
+          span.setAttribute('pgsched.job_id', submitted.job.job_id)
+          return submitted
+        },
       )
       return c.json(jsonify(job), created ? 201 : 200)
     },
@@ -137,7 +182,9 @@ export function registerJobRoutes(
       const { jobs } = c.req.valid('json')
       requireNetworkGrant(p, jobs, jobNetwork)
       await shed.admitSubmissions(c, p.sub, jobs.length)
-      const results = await inSpan('send default', { kind: SpanKind.PRODUCER }, () =>
+      // One span for the batch, as the conventions have it: every run stores it as its origin.
+      const [name, options] = batchSpan(jobs)
+      const results = await inSpan(name, options, () =>
         sql.begin(async (tx) => {
           const submitted = await jobSubmitBatch(tx, jobs, p.sub, currentTraceparent())
           const out = []
