@@ -24,6 +24,7 @@ import { createTokenVerifier } from '../src/api/tokens.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { createSql } from '../src/db/client.ts'
 import { setup, TEST_SECRET, type TestBundle } from './helpers.ts'
+import { freePort } from './processes.ts'
 
 const LIMIT = 5
 const spans = new InMemorySpanExporter()
@@ -358,12 +359,9 @@ describe('GET /metrics', () => {
     expect(res.body).toMatchObject({ type: 'urn:pgsched:problem:not_found' })
   })
 
-  it('answers without the database', async () => {
-    // Nothing listens on port 1: every query would fail.
-    const sql = createSql('postgres://nobody@127.0.0.1:1/none', {
-      max: 1,
-      connectTimeoutSeconds: 1,
-    })
+  it('answers without the database, and shows the open breaker and the refusals it caused', async () => {
+    // Nothing listens on this port: every connection attempt is refused.
+    const sql = createSql(`postgres://nobody@127.0.0.1:${await freePort()}/none`, { max: 1 })
     try {
       const away = createApp({
         sql,
@@ -371,9 +369,30 @@ describe('GET /metrics', () => {
         logger: silentLogger,
         metrics: metricsText,
       })
-      const res = await away.request('/metrics', { headers: { authorization: `Bearer ${alice}` } })
-      expect(res.status).toBe(200)
-      expect(await res.text()).toContain('pgsched_submissions_total')
+      const auth = { authorization: `Bearer ${alice}` }
+      const scrape = async () => {
+        const res = await away.request('/metrics', { headers: auth })
+        expect(res.status).toBe(200)
+        return res.text()
+      }
+      expect(await scrape()).toContain('pgsched_submissions_total')
+      expect(
+        await counted(async () => {
+          // Three failures in a row open the circuit (middleware/breaker.ts).
+          for (let i = 0; i < 4; i++) {
+            const res = await away.request('/v1/jobs', {
+              method: 'POST',
+              headers: { ...auth, 'content-type': 'application/json' },
+              body: JSON.stringify(later(`away${i}`)),
+            })
+            expect(res.status).toBe(503)
+          }
+        }, ['refused', 'unavailable', 'rest']),
+      ).toEqual([4])
+      // This app's breaker reports last, so its reading is the one shown.
+      expect(await scrape()).toMatch(
+        /^pgsched_breaker_state\w*\{[^}]*breaker="api_database"[^}]*\} 2$/m,
+      )
     } finally {
       await sql.end()
     }

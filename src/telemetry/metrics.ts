@@ -84,7 +84,7 @@ function makeInstruments(meter: Meter) {
     })
   }
   return {
-    /** attributes: outcome (accepted|refused), reason (ok|validation|rate_limit|degradation|overload|unavailable|auth), via (rest|batch) */
+    /** attributes: outcome (accepted|refused), reason (ok|validation|rate_limit|degradation|overload|unavailable|auth|internal: a 500), via (rest|batch) */
     submissions: meter.createCounter('pgsched.submissions', {
       description: 'Job submissions over REST, by outcome and reason',
       unit: '{submission}',
