@@ -1,16 +1,18 @@
 /**
  * @module The scheduler role: campaigns for leadership and, while leading, runs the leader-only
- * services: the ticker, the rescuer, the dependency resolver and the degradation governor. One
- * coordinator starts and stops them as leadership changes.
+ * services: the ticker, the rescuer, the dependency resolver, the degradation governor and the
+ * stats collector. One coordinator starts and stops them as leadership changes.
  */
 
 import { HEARTBEAT_TIMEOUT_SECONDS_DEFAULT } from '../core/config.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { instruments, observe } from '../telemetry/metrics.ts'
 import { createDegrader } from './degrader.ts'
 import { Elector } from './elector.ts'
 import { Rescuer } from './rescuer.ts'
 import { createResolver } from './resolver.ts'
+import { StatsCollector } from './stats.ts'
 import { Ticker } from './ticker.ts'
 
 /** Options of the scheduler role. */
@@ -29,6 +31,8 @@ export interface SchedulerOptions {
   resolveIntervalMs?: number
   /** How often the leader measures the queue for automatic degradation. @default 10000 */
   degradeIntervalMs?: number
+  /** How often the leader counts runs and workers for the metrics. @default STATS_INTERVAL_MS_DEFAULT */
+  statsIntervalMs?: number
   /**
    * Called after each pass of a service (each poll of the elector), with its error if it failed:
    * a signal to wait on, for tests and metrics, instead of time.
@@ -40,7 +44,7 @@ export interface SchedulerOptions {
 export type SchedulerService = 'elector' | LeaderServiceName
 
 /** The leader-only services. */
-export type LeaderServiceName = 'ticker' | 'rescuer' | 'resolver' | 'degrader'
+export type LeaderServiceName = 'ticker' | 'rescuer' | 'resolver' | 'degrader' | 'stats'
 
 /** A leader-only service. */
 interface LeaderService {
@@ -52,10 +56,13 @@ interface LeaderService {
 /** The scheduler role of one process. */
 export class Scheduler {
   readonly #elector: Elector
-  // Started in the order written (ticker, rescuer, resolver, degrader), stopped in reverse.
+  // Started in the order written (ticker, rescuer, resolver, degrader, stats), stopped in reverse.
   readonly #byName: Record<LeaderServiceName, LeaderService>
+  readonly #holder: string
+  #observed = false
 
   constructor(o: SchedulerOptions) {
+    this.#holder = o.holder
     const onPass = (service: SchedulerService) =>
       o.onPass && ((error?: unknown) => o.onPass!(service, error))
     this.#byName = {
@@ -78,6 +85,12 @@ export class Scheduler {
         intervalMs: o.degradeIntervalMs,
         onPass: onPass('degrader'),
       }),
+      stats: new StatsCollector({
+        sql: o.sql,
+        logger: o.logger,
+        intervalMs: o.statsIntervalMs,
+        onPass: onPass('stats'),
+      }),
     }
     this.#elector = new Elector({
       url: o.url,
@@ -85,9 +98,11 @@ export class Scheduler {
       pollMs: o.leaderPollMs,
       logger: o.logger,
       onElected: async () => {
+        instruments().leaderChanges.add(1, { change: 'acquired' })
         for (const s of Object.values(this.#byName)) await s.start()
       },
       onDemoted: async () => {
+        instruments().leaderChanges.add(1, { change: 'lost' })
         for (const s of Object.values(this.#byName).reverse()) await s.stop()
       },
       onPass: onPass('elector'),
@@ -99,8 +114,15 @@ export class Scheduler {
     return this.#elector.isLeader
   }
 
-  /** Starts campaigning. */
+  /**
+   * Starts campaigning, and reports `pgsched.leading{holder}`: 1 leading, else 0 (also once
+   * stopped: the SDK would keep reporting the last value of a removed observer).
+   */
   start(): void {
+    if (!this.#observed) {
+      this.#observed = true
+      observe('pgsched.leading', () => [[this.isLeader ? 1 : 0, { holder: this.#holder }]])
+    }
     this.#elector.start()
   }
 

@@ -7,6 +7,7 @@
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
 import { rescue } from '../db/queries/workers.ts'
+import { instruments } from '../telemetry/metrics.ts'
 import { Periodic } from './periodic.ts'
 
 /** Options of a Rescuer. */
@@ -71,11 +72,14 @@ export class Rescuer {
       this.#connectedSince ??= Date.now()
       return
     }
+    let lost = 0
     for (const a of await rescue(sql, heartbeatTimeoutMs / 1000)) {
+      if (a.action === 'run_lost') lost++
       logger.warn(
         { action: a.action, worker: a.worker, run_id: a.run_id, detail: a.detail },
         `scheduler: rescue: ${a.action.replace('_', ' ')}`,
       )
     }
+    if (lost > 0) instruments().rescues.add(lost)
   }
 }
