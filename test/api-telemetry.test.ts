@@ -146,6 +146,7 @@ describe('traces', () => {
       'http.request.method': 'POST',
       'http.route': '/v1/jobs',
       'url.path': '/v1/jobs',
+      'url.scheme': 'http',
       'http.response.status_code': 201,
     })
     expect(server!.attributes['error.type']).toBeUndefined()

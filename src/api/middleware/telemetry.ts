@@ -64,7 +64,6 @@ export function httpTelemetry(): MiddlewareHandler {
     const original = c.req.method
     const method = KNOWN_METHODS.has(original) ? original : '_OTHER'
     const parent = propagation.extract(context.active(), c.req.raw.headers, headersGetter)
-    const url = new URL(c.req.url)
     const span = tracer.startSpan(
       method === '_OTHER' ? 'HTTP' : method,
       {
@@ -72,8 +71,8 @@ export function httpTelemetry(): MiddlewareHandler {
         attributes: {
           'http.request.method': method,
           ...(method === '_OTHER' ? { 'http.request.method_original': original } : {}),
-          'url.path': url.pathname,
-          'url.scheme': url.protocol.replace(/:$/, ''),
+          'url.path': c.req.path,
+          'url.scheme': c.req.url.slice(0, c.req.url.indexOf(':')),
         },
       },
       parent,
