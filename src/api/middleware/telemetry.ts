@@ -48,7 +48,7 @@ const ANY_METHOD = 'ALL'
  * no route matched (only middleware did). It is the first route handler matched, the one that
  * answers, or would have had a middleware before it (authentication, say) not refused.
  */
-export function routeTemplate(c: Context): string | undefined {
+function routeTemplate(c: Context): string | undefined {
   const route = matchedRoutes(c).find((r) => r.method !== ANY_METHOD)
   // Hono spells a parameter `:id` or `:id{[0-9]+}`; OpenAPI and the conventions' examples `{id}`.
   return route?.path.replace(/:(\w+)(\{[^}]*\})?\??/g, '{$1}')
