@@ -12,10 +12,12 @@ import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
+import { silentLogger } from '../src/core/types.ts'
 import { runStart } from '../src/db/queries/runs.ts'
 import { workerHeartbeat } from '../src/db/queries/workers.ts'
 import type { Scheduler, SchedulerOptions } from '../src/scheduler/index.ts'
 import { countTicks } from '../src/scheduler/tick-telemetry.ts'
+import { tickOnce } from '../src/scheduler/ticker.ts'
 import { observe } from '../src/telemetry/metrics.ts'
 import { setup, signal, type TestBundle, waitFor } from './helpers.ts'
 
@@ -125,7 +127,23 @@ describe('cron ticks', () => {
     expect(lateness.count).toBeGreaterThanOrEqual(1)
   })
 
-  it('counts the ticks a leader missed, walking the schedule at most a thousand steps', () => {
+  it('counts the ticks skipped while no leader fired them, and fires only the latest', async () => {
+    const [job] = await t.sql<{ id: number }[]>`
+      SELECT pgsched.submit_job(name => 'missed', command => 'true', schedule => '* * * * * *') AS id`
+    await tickOnce(t.sql, silentLogger) // plans its first tick
+    const [planned] = await t.sql<{ next_run_at: Date }[]>`
+      SELECT next_run_at FROM pgsched.jobs WHERE id = ${job!.id}`
+    const before = Number((await value('pgsched.ticks.missed')) ?? 0)
+    // The leader comes back 5 s after the planned tick: ticks +0 … +4 s are skipped, +5 s fires.
+    const back = new Date(new Date(planned!.next_run_at).getTime() + 5000)
+    await tickOnce(t.sql, silentLogger, 500, back)
+    const runs = await t.sql<{ scheduled_for: Date }[]>`
+      SELECT scheduled_for FROM pgsched.runs WHERE job_id = ${job!.id}`
+    expect(runs.map((r) => new Date(r.scheduled_for).getTime())).toEqual([back.getTime()])
+    expect(await value('pgsched.ticks.missed')).toBe(before + 5)
+  })
+
+  it('counts the ticks a leader missed, walking the schedule at most a hundred steps', () => {
     const from = new Date('2025-01-01T00:00:00Z')
     const at = (s: number) => new Date(from.getTime() + s * 1000)
     expect(countTicks('* * * * * *', 'UTC', from, from)).toBe(0)
