@@ -49,9 +49,10 @@ async function counts() {
 
 describe('submit_job', () => {
   it('stores the traceparent argument on the job and its run; GET /v1/runs/{id} shows it', async () => {
-    const [{ id }] = await app<{ id: string }[]>`
+    const [row] = await app<{ id: string }[]>`
       SELECT pgsched.submit_job(name => 'explicit', command => 'true',
         run_at => now() + interval '1 hour', traceparent => ${CALLER}) AS id`
+    const id = row!.id
     expect(await stored(id)).toEqual({ job: CALLER, run: CALLER, shown: CALLER })
   })
 
@@ -79,16 +80,18 @@ describe('submit_job', () => {
     expect(await stored(ids.explicit)).toEqual({ job: OTHER, run: OTHER, shown: OTHER })
 
     // The setting ended with its transaction (it now reads ''): the next run has no trace.
-    const [{ id }] = await app<{ id: string }[]>`
+    const [row] = await app<{ id: string }[]>`
       SELECT pgsched.submit_job(name => 'after', command => 'true',
         run_at => now() + interval '1 hour') AS id`
+    const id = row!.id
     expect(await stored(id)).toEqual({ job: null, run: null, shown: null })
   })
 
   it('stores none without an argument or a setting: the first attempt starts its own trace', async () => {
-    const [{ id }] = await app<{ id: string }[]>`
+    const [row] = await app<{ id: string }[]>`
       SELECT pgsched.submit_job(name => 'untraced', command => 'true',
         run_at => now() + interval '1 hour') AS id`
+    const id = row!.id
     expect(await stored(id)).toEqual({ job: null, run: null, shown: null })
   })
 

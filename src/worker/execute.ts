@@ -1,8 +1,10 @@
 /** @module Executes one attempt of a run: a shell command in the sandbox, or a task handler. */
 import type { Logger } from '../core/types.ts'
 import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
+import { currentTraceparent } from '../telemetry/tracing.ts'
 import { OUTPUT_TAIL_BYTES, type Sandbox } from './sandbox.ts'
 import type { TaskRegistry } from './tasks.ts'
+import { execSpan } from './telemetry.ts'
 
 /**
  * Why the worker stops an attempt early: the user cancelled it, the worker is shutting down and
@@ -45,20 +47,24 @@ function storable(r: AttemptResult): AttemptResult {
 
 async function execute(run: StartedRun, o: ExecuteOptions): Promise<AttemptResult> {
   if (run.kind === 'command') {
-    const r = await o.sandbox.run({
-      command: run.command!,
-      limits: run.limits,
-      network: run.network,
-      timeoutMs: run.timeout_seconds * 1000,
-      killGraceMs: o.killGraceMs,
-      cancelKillGraceMs: Math.min(o.killGraceMs, CANCEL_KILL_GRACE_MS),
-      signal: o.signal,
-      env: {
-        PGSCHED_RUN_ID: String(run.run_id),
-        PGSCHED_JOB_ID: String(run.job_id),
-        PGSCHED_ATTEMPT: String(run.attempt),
-        ...(run.traceparent ? { TRACEPARENT: run.traceparent } : {}),
-      },
+    const r = await execSpan(run, o.sandbox.describe(), () => {
+      // The command continues the trace of its exec span; untraced, that of the submission.
+      const traceparent = currentTraceparent() ?? run.traceparent
+      return o.sandbox.run({
+        command: run.command!,
+        limits: run.limits,
+        network: run.network,
+        timeoutMs: run.timeout_seconds * 1000,
+        killGraceMs: o.killGraceMs,
+        cancelKillGraceMs: Math.min(o.killGraceMs, CANCEL_KILL_GRACE_MS),
+        signal: o.signal,
+        env: {
+          PGSCHED_RUN_ID: String(run.run_id),
+          PGSCHED_JOB_ID: String(run.job_id),
+          PGSCHED_ATTEMPT: String(run.attempt),
+          ...(traceparent ? { TRACEPARENT: traceparent } : {}),
+        },
+      })
     })
     return { outcome: r.outcome, exitCode: r.exitCode, output: r.output, error: r.error }
   }

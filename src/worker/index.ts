@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events'
 import { hostname } from 'node:os'
 
+import type { Context } from '@opentelemetry/api'
 import { ExponentialBackoff, handleAll, retry } from 'cockatiel'
 import {
   Logger as GraphileLogger,
@@ -34,11 +35,19 @@ import {
   type StartedRun,
 } from '../db/queries/runs.ts'
 import { workerHeartbeat, workerSetSandbox } from '../db/queries/workers.ts'
-import { inSpan, SpanKind } from '../telemetry/tracing.ts'
+import { observe } from '../telemetry/metrics.ts'
+import type { TraceLinkMode } from '../telemetry/tracing.ts'
 import { executeAttempt, type StopReason } from './execute.ts'
 import { makeWorkerPreset } from './preset.ts'
 import { prepareSandbox, type Sandbox, type SandboxSettings } from './sandbox.ts'
 import type { TaskRegistry } from './tasks.ts'
+import {
+  processSpan,
+  recordAttempt,
+  recordQueueWait,
+  recordRunStatus,
+  settleSpan,
+} from './telemetry.ts'
 
 /** Options of the worker role. */
 export interface WorkerOptions {
@@ -61,6 +70,12 @@ export interface WorkerOptions {
   heartbeatIntervalMs?: number
   /** How long stop() lets running runs finish before handing them back. @default SHUTDOWN_GRACE_SECONDS_DEFAULT s */
   shutdownGraceMs?: number
+  /**
+   * Whether an attempt's `process` span is a child of the span that submitted its run (`parent`)
+   * or the root of its own trace with a link to it (`link`); see TraceLinkMode.
+   * @default 'link'
+   */
+  traceLinkMode?: TraceLinkMode
   /**
    * Called if the executor stops without stop() (Graphile Worker shuts its pool down after its
    * retries give up, e.g. a database away for minutes). The process should exit: heartbeats would
@@ -95,12 +110,19 @@ interface ActiveRun {
   abort: AbortController
 }
 
+/** A result to write: the attempt's run, and the span context its write is traced under. */
+interface Settlement {
+  run: StartedRun
+  result: AttemptResult
+  span: Context
+}
+
 /** The worker role of one process. */
 export class Worker {
   readonly name: string
   readonly #o: WorkerOptions
   readonly #active = new Map<number, ActiveRun>()
-  readonly #unreported = new Map<number, { attempt: number; result: AttemptResult }>()
+  readonly #unreported = new Map<number, Settlement>()
   readonly #executorIds = new Set<string>()
   // Results being written in the background; stop() waits for them.
   readonly #recording = new Set<Promise<void>>()
@@ -110,6 +132,9 @@ export class Worker {
   #state: 'active' | 'stopping' = 'active'
   #beats = new AbortController()
   #beatLoop: Promise<void> | undefined
+  // Executor slots in use: tasks between their claim and the end of their execution.
+  #busy = 0
+  #unobserve: (() => void)[] = []
   // Starting attempts and recording results of concurrent runs share transactions.
   readonly #starts: GroupCommit<RunPayload, StartedRun | undefined>
   readonly #finishes: GroupCommit<{ run: RunPayload; result: AttemptResult }, string | null>
@@ -174,6 +199,11 @@ export class Worker {
     )
     this.#beats = new AbortController()
     this.#beatLoop = this.#heartbeats(this.#beats.signal)
+    const worker = { worker: this.name }
+    this.#unobserve = [
+      observe('pgsched.worker.slots.busy', () => [[this.#busy, worker]]),
+      observe('pgsched.worker.slots.total', () => [[this.#o.concurrency, worker]]),
+    ]
   }
 
   #executorEnded(runner: Runner, error: unknown): void {
@@ -213,6 +243,8 @@ export class Worker {
       await this.#beatLoop
       await this.#unlisten?.().catch(() => {})
       this.#unlisten = undefined
+      for (const unobserve of this.#unobserve) unobserve()
+      this.#unobserve = []
       // Anything still unwritten is rescued by the leader: a stopped worker holds nothing.
       await this.#beat('stopped')
     }
@@ -260,9 +292,9 @@ export class Worker {
       logger.warn({ err: e, worker: this.name }, 'worker: heartbeat failed')
       return
     }
-    for (const [runId, { attempt, result }] of this.#unreported) {
+    for (const [runId, settlement] of this.#unreported) {
       try {
-        await this.#finish(runId, attempt, result)
+        await this.#settle(settlement, () => this.#finish(settlement))
         this.#unreported.delete(runId)
       } catch {
         return
@@ -290,44 +322,56 @@ export class Worker {
     // Held before run_start commits, so that every heartbeat after that commit reports the run,
     // and until its result is written.
     this.#active.set(run_id, { attempt, abort })
+    this.#busy++
     let recording = false
     try {
+      const claimStart = new Date()
       const started = await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
+      const claimEnd = new Date()
       if (!started) {
         logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
         return
       }
-      const attrs = { 'pgsched.run_id': run_id, 'pgsched.attempt': attempt }
-      const result = await inSpan(
-        'process default',
-        { kind: SpanKind.CONSUMER, attributes: attrs, from: started.traceparent },
-        () =>
-          executeAttempt(started, {
+      recordQueueWait(started)
+      const sandbox = started.kind === 'command' ? this.#sandbox!.describe() : undefined
+      const ran = performance.now()
+      const end = await processSpan(
+        started,
+        { mode: this.#o.traceLinkMode ?? 'link', claimStart, claimEnd },
+        async () => {
+          const result = await executeAttempt(started, {
             tasks: this.#o.tasks,
             sandbox: this.#sandbox!,
             killGraceMs: this.#o.killGraceMs,
             signal: abort.signal,
             logger,
-          }),
+          })
+          // The run was rescued from this worker: the leader recorded this attempt as lost.
+          const outcome = abort.signal.reason === 'superseded' ? 'lost' : result.outcome
+          return { result, outcome, sandbox }
+        },
       )
-      // The run was rescued from this worker: its newer attempt owns the result.
+      // The rescued run's newer attempt owns the result; the leader counted this one.
       if (abort.signal.reason === 'superseded') return
+      recordAttempt(started, end.outcome, (performance.now() - ran) / 1000)
       // The executor's slot is freed now, so the next run starts while this result commits;
       // the run stays held (heartbeats report it) until the result is written.
       recording = true
-      this.#record(run_id, attempt, result)
+      this.#record({ run: started, result: end.result, span: end.context })
     } finally {
+      this.#busy--
       if (!recording) this.#active.delete(run_id)
     }
   }
 
   /** Writes a result in the background: retried, else kept for after the next heartbeat. */
-  #record(runId: number, attempt: number, result: AttemptResult): void {
+  #record(s: Settlement): void {
+    const { run_id: runId, attempt } = s.run
     const written = (async () => {
       try {
-        await databaseRetryPolicy.execute(() => this.#finish(runId, attempt, result))
+        await this.#settle(s, () => databaseRetryPolicy.execute(() => this.#finish(s)))
       } catch (e) {
-        this.#unreported.set(runId, { attempt, result })
+        this.#unreported.set(runId, s)
         this.#o.logger.error(
           { err: e, run_id: runId, attempt },
           'worker: could not record a result; it will be written when the database answers',
@@ -340,7 +384,14 @@ export class Worker {
     void written.finally(() => this.#recording.delete(written))
   }
 
-  async #finish(runId: number, attempt: number, result: AttemptResult): Promise<void> {
+  /** Writes a result in its `settle` span, then counts the run's new status. */
+  async #settle(s: Settlement, write: () => Promise<string | null>): Promise<void> {
+    const status = await settleSpan(s.run, s.span, write)
+    recordRunStatus(s.run.queue, status)
+  }
+
+  async #finish({ run, result }: Settlement): Promise<string | null> {
+    const { run_id: runId, attempt } = run
     const status = await this.#finishes.run({ run: { run_id: runId, attempt }, result })
     // One line per run is too much at thousands of runs a second: successes log at debug.
     const log = result.outcome === 'succeeded' ? this.#o.logger.debug : this.#o.logger.info
@@ -349,6 +400,7 @@ export class Worker {
       { run_id: runId, attempt, outcome: result.outcome, status },
       'worker: attempt finished',
     )
+    return status
   }
 }
 

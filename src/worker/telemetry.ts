@@ -1,0 +1,170 @@
+/**
+ * @module The worker's spans and metrics of an attempt. An attempt is one CONSUMER span,
+ * `process {queue}`, from the claim to the end of its execution; it continues the run's stored
+ * traceparent as its parent or links to it (`TraceLinkMode`). Its children tell the attempt's
+ * story in order: `receive {queue}` (the claim, run_start), `exec` (a command, from spawn to exit)
+ * and `settle {queue}` (the result write, done in the background after the slot is freed, so it
+ * may end after its parent).
+ */
+import { type Attributes, type Context, context, trace } from '@opentelemetry/api'
+
+import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
+import { instruments, priorityBand } from '../telemetry/metrics.ts'
+import {
+  inSpan,
+  messagingAttributes,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TraceLinkMode,
+} from '../telemetry/tracing.ts'
+
+/** The queue as spans and metrics name it: the job's queue, or `default`. */
+export function destination(queue: string | null): string {
+  return queue || 'default'
+}
+
+/** The attributes every span of an attempt carries. */
+export function attemptAttributes(run: StartedRun): Attributes {
+  return {
+    ...messagingAttributes(run.queue),
+    'messaging.message.id': String(run.run_id),
+    'pgsched.job_id': run.job_id,
+    'pgsched.run_id': run.run_id,
+    'pgsched.attempt': run.attempt,
+    'pgsched.priority': run.priority,
+  }
+}
+
+/** Outcomes that make an attempt's span an error: the job's own failures, not a stop from outside. */
+const FAILED_OUTCOMES: ReadonlySet<string> = new Set(['failed', 'timed_out', 'lost'])
+
+/** What `processSpan` learns from the attempt it wraps. */
+export interface AttemptEnd {
+  result: AttemptResult
+  /** The outcome the span shows: the result's, or `lost` when the run was rescued from this worker. */
+  outcome: string
+  /** The sandbox a command ran in (its description); undefined for a task. */
+  sandbox?: string
+}
+
+/**
+ * Runs an attempt in its `process {queue}` span, started at `claimStart` (the claim is its first
+ * child, `receive {queue}`, from `claimStart` to `claimEnd`). Returns the attempt's end and the
+ * span's context, under which its result write is traced later.
+ */
+export async function processSpan(
+  run: StartedRun,
+  o: { mode: TraceLinkMode; claimStart: Date; claimEnd: Date },
+  execute: () => Promise<AttemptEnd>,
+): Promise<AttemptEnd & { context: Context }> {
+  const attributes = attemptAttributes(run)
+  const queue = destination(run.queue)
+  return inSpan(
+    `process ${queue}`,
+    {
+      kind: SpanKind.CONSUMER,
+      attributes,
+      from: run.traceparent,
+      mode: o.mode,
+      startTime: o.claimStart,
+    },
+    async (span) => {
+      trace
+        .getTracer('pgsched')
+        .startSpan(`receive ${queue}`, {
+          kind: SpanKind.CLIENT,
+          attributes,
+          startTime: o.claimStart,
+        })
+        .end(o.claimEnd)
+      const end = await execute()
+      const { result, outcome, sandbox } = end
+      span.setAttribute('pgsched.outcome', outcome)
+      if (sandbox !== undefined) {
+        span.setAttribute('pgsched.sandbox', sandbox)
+        if (result.exitCode !== null) span.setAttribute('pgsched.exit_code', result.exitCode)
+      }
+      if (FAILED_OUTCOMES.has(outcome)) {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: result.error ?? outcome })
+      }
+      return { ...end, context: context.active() }
+    },
+  )
+}
+
+/** Runs a command's execution in its `exec` span (INTERNAL), a child of the active attempt. */
+export function execSpan<
+  T extends { outcome: string; exitCode: number | null; signal: string | null },
+>(run: StartedRun, sandbox: string, fn: () => Promise<T>): Promise<T> {
+  return inSpan(
+    'exec',
+    {
+      kind: SpanKind.INTERNAL,
+      attributes: { ...attemptAttributes(run), 'pgsched.sandbox': sandbox },
+    },
+    async (span: Span) => {
+      const r = await fn()
+      span.setAttribute('pgsched.outcome', r.outcome)
+      if (r.exitCode !== null) span.setAttribute('pgsched.exit_code', r.exitCode)
+      if (r.signal !== null) span.setAttribute('pgsched.signal', r.signal)
+      if (FAILED_OUTCOMES.has(r.outcome)) {
+        span.setStatus({
+          code: SpanStatusCode.ERROR,
+          message: r.signal ? `killed by ${r.signal}` : `exited with code ${r.exitCode}`,
+        })
+      }
+      return r
+    },
+  )
+}
+
+/**
+ * Writes an attempt's result in its `settle {queue}` span (CLIENT), a child of the attempt's
+ * span `parent`; `write` returns the run's new status (null: the attempt was no longer current).
+ */
+export function settleSpan(
+  run: StartedRun,
+  parent: Context,
+  write: () => Promise<string | null>,
+): Promise<string | null> {
+  return context.with(parent, () =>
+    inSpan(
+      `settle ${destination(run.queue)}`,
+      { kind: SpanKind.CLIENT, attributes: attemptAttributes(run) },
+      async (span) => {
+        const status = await write()
+        span.setAttribute('pgsched.run_status', status ?? 'dropped')
+        return status
+      },
+    ),
+  )
+}
+
+/** Records a started attempt's queue wait: from when it became due to when it started. */
+export function recordQueueWait(run: StartedRun): void {
+  const seconds = (run.started_at.getTime() - run.available_at.getTime()) / 1000
+  instruments().queueWait.record(Math.max(0, seconds), {
+    queue: destination(run.queue),
+    priority_band: priorityBand(run.priority),
+  })
+}
+
+/** Records an attempt the worker finished: its outcome and how long it ran. */
+export function recordAttempt(run: StartedRun, outcome: string, seconds: number): void {
+  const m = instruments()
+  const attributes = { outcome, queue: destination(run.queue) }
+  m.attemptsFinished.add(1, attributes)
+  m.attemptDuration.record(seconds, attributes)
+}
+
+/** Final statuses of a run, as run_finish returns them. */
+const FINAL_STATUSES: ReadonlySet<string> = new Set(['succeeded', 'dead', 'cancelled'])
+
+/** Records a run's new status after its result was written: final ones, and dead letters. */
+export function recordRunStatus(queue: string | null, status: string | null): void {
+  if (status === null || !FINAL_STATUSES.has(status)) return
+  const m = instruments()
+  m.runsFinished.add(1, { status, queue: destination(queue) })
+  if (status === 'dead') m.deadLetters.add(1, { queue: destination(queue) })
+}
