@@ -8,8 +8,11 @@
  * (parent-based, always on). The receiver decodes every span it is sent, so the figures come with
  * proof that tracing was on: the spans per run, and a CONSUMER span for every run.
  */
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+
 import { createSql, type SqlPool } from '../../src/db/client.ts'
-import { KIND, type ReceivedSpan, startOtlpReceiver } from '../../test/otlp-receiver.ts'
+import { decodeTraces, KIND, type ReceivedSpan } from '../../test/otlp-receiver.ts'
 import type { Service } from '../../test/processes.ts'
 import type { Ctx, Figure, Workload } from '../lib/context.ts'
 import { cpuWindow, since, until } from '../lib/measure.ts'
@@ -24,6 +27,50 @@ const REMAINING = `SELECT count(*) AS n FROM pgsched.runs WHERE status IN ('wait
 type Mode = 'off' | 'on'
 type Kind = 'task' | 'command'
 
+/** An OTLP/HTTP receiver that keeps what it is sent; see startBufferingReceiver. */
+interface Receiver {
+  endpoint: string
+  /** Decodes and forgets the trace exports received so far. */
+  take(): ReceivedSpan[]
+  /** Metric exports (POST /v1/metrics) received so far. */
+  metricPosts: number
+  close(): Promise<void>
+}
+
+/**
+ * An OTLP/HTTP (protobuf) receiver on loopback that keeps the bodies of trace exports and decodes
+ * them (test/otlp-receiver.ts's decodeTraces) only when asked, after a drain. test/otlp-receiver.ts's
+ * startOtlpReceiver decodes each export as it arrives: in the benchmark process, during the window,
+ * that took about 0.1 CPU-ms per run from the 2 cores the drain runs on, as much as tracing costs
+ * the worker, and would have been counted as pgsched's cost.
+ */
+async function startBufferingReceiver(): Promise<Receiver> {
+  const bodies: Buffer[] = []
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      if (req.url === '/v1/traces') {
+        if (req.headers['content-type'] !== 'application/x-protobuf') {
+          res.writeHead(415).end()
+          return
+        }
+        bodies.push(Buffer.concat(chunks))
+      } else if (req.url === '/v1/metrics') receiver.metricPosts++
+      // An empty Export…ServiceResponse: full success.
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end()
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const receiver: Receiver = {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    take: () => bodies.splice(0).flatMap((b) => decodeTraces(b)),
+    metricPosts: 0,
+    close: () => new Promise((r) => server.close(() => r())),
+  }
+  return receiver
+}
+
 /** What one drain measured. */
 interface Drain {
   mode: Mode
@@ -33,6 +80,8 @@ interface Drain {
   /** CPU-milliseconds per run of the worker process and of Postgres over the window. */
   workerCpuMs: number
   postgresCpuMs: number
+  /** OTLP metric exports the receiver got from this worker. */
+  metricPosts: number
   /** Spans the receiver got from this worker, by `name (kind)`. */
   spans: Map<string, number>
   spanCount: number
@@ -100,14 +149,14 @@ function summarizeSpans(
   return { spans: byName, spanCount: spans.length, consumerRuns: consumerRuns.size }
 }
 
-/** One drain of `n` fresh runs of `kind`, telemetry `mode`; `spans` is the receiver's list. */
+/** One drain of `n` fresh runs of `kind`, telemetry `mode`. */
 async function drainOnce(
   ctx: Ctx,
   kind: Kind,
   n: number,
   mode: Mode,
   label: string,
-  receiver: { endpoint: string; spans: ReceivedSpan[] },
+  receiver: Receiver,
 ): Promise<Drain> {
   const url = await ctx.pg.createPgschedDatabase(`bench_telemetry_${kind}_${label}`)
   const sql = createSql(url, { max: 1 })
@@ -116,12 +165,13 @@ async function drainOnce(
     // Each drain starts without the previous one's dirty pages waiting for a checkpoint.
     await sql`CHECKPOINT`
     const pgPids = await ctx.pg.pids()
-    const firstSpan = receiver.spans.length
+    receiver.take()
+    const firstMetricPost = receiver.metricPosts
     const worker = await startPgschedProcess('worker', url, {
       PGSCHED_WORKER_CONCURRENCY: String(CONCURRENCY),
       ...telemetryEnv(mode, receiver.endpoint),
     })
-    let measured: Omit<Drain, 'spans' | 'spanCount' | 'consumerRuns'>
+    let measured: Omit<Drain, 'spans' | 'spanCount' | 'consumerRuns' | 'metricPosts'>
     try {
       const workerCpu = cpuWindow(() => [worker.child.pid!])
       const postgresCpu = cpuWindow(() => pgPids)
@@ -153,7 +203,11 @@ async function drainOnce(
       if (code !== 0)
         ctx.log(`telemetry: worker exited with ${code}:\n${worker.logs().slice(-2000)}`)
     }
-    return { ...measured, ...summarizeSpans(receiver.spans.slice(firstSpan)) }
+    return {
+      ...measured,
+      metricPosts: receiver.metricPosts - firstMetricPost,
+      ...summarizeSpans(receiver.take()),
+    }
   } finally {
     await sql.end()
   }
@@ -179,7 +233,7 @@ async function pairsOf(
   kind: Kind,
   n: number,
   pairs: number,
-  receiver: { endpoint: string; spans: ReceivedSpan[] },
+  receiver: Receiver,
 ): Promise<{ off: Drain; on: Drain }[]> {
   const out: { off: Drain; on: Drain }[] = []
   for (let i = 0; i < pairs; i++) {
@@ -213,7 +267,7 @@ function proof(kind: Kind, n: number, pairs: { off: Drain; on: Drain }[]): strin
   return (
     `${kind === 'task' ? 'No-op tasks' : '`true` commands'}, telemetry on: per drain of ${fmt(n)} runs the receiver got ${on.map((d) => fmt(d.spanCount)).join(', ')} spans; ` +
     `runs with a CONSUMER span ${on.map((d) => fmt(d.consumerRuns)).join(', ')}; per drain on average: ${byName || 'none'}. ` +
-    `GET /metrics at the end: ${series(on)} pgsched_* samples (pgsched_runs_finished_total summed: ${finished}). ` +
+    `GET /metrics at the end: ${series(on)} pgsched_* samples (pgsched_runs_finished_total summed: ${finished}); OTLP metric exports ${on.map((d) => d.metricPosts).join(', ')}. ` +
     `Telemetry off: ${off.map((d) => d.spanCount).join(', ')} spans, ${series(off)} pgsched_* samples.`
   )
 }
@@ -233,7 +287,7 @@ export const telemetryCost: Workload = async (ctx) => {
   const taskPairs = ctx.scale(3, 2)
   const commands = ctx.scale(200, 60)
   const commandPairs = 1
-  const receiver = await startOtlpReceiver()
+  const receiver = await startBufferingReceiver()
   const figures: Figure[] = []
   const notes: string[] = []
   try {
