@@ -8,6 +8,7 @@
  * (parent-based, always on). The receiver decodes every span it is sent, so the figures come with
  * proof that tracing was on: the spans per run, and a CONSUMER span for every run.
  */
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
@@ -80,6 +81,11 @@ interface Drain {
   /** CPU-milliseconds per run of the worker process and of Postgres over the window. */
   workerCpuMs: number
   postgresCpuMs: number
+  /**
+   * CPU used over the window by everything else on the machine (other users' processes), in
+   * cores: the machine's busy time less the worker's, Postgres' and the benchmark's own.
+   */
+  otherCores: number
   /** OTLP metric exports the receiver got from this worker. */
   metricPosts: number
   /** Spans the receiver got from this worker, by `name (kind)`. */
@@ -107,6 +113,21 @@ function telemetryEnv(mode: Mode, endpoint: string): Record<string, string> {
     // The SDK's default, spelled out.
     OTEL_TRACES_SAMPLER: 'parentbased_always_on',
   }
+}
+
+/** CPU-seconds the whole machine has spent busy since boot (/proc/stat: all but idle and iowait). */
+function machineBusySeconds(): number {
+  const [, user, nice, system, , , irq, softirq, steal] = readFileSync('/proc/stat', 'utf8')
+    .split('\n')[0]!
+    .split(/\s+/)
+    .map(Number)
+  return (user! + nice! + system! + irq! + softirq! + steal!) / 100
+}
+
+/** CPU-seconds of this (the benchmark's) process so far. */
+function ownCpuSeconds(): number {
+  const { user, system } = process.cpuUsage()
+  return (user + system) / 1e6
 }
 
 async function remaining(sql: SqlPool): Promise<number> {
@@ -175,6 +196,8 @@ async function drainOnce(
     try {
       const workerCpu = cpuWindow(() => [worker.child.pid!])
       const postgresCpu = cpuWindow(() => pgPids)
+      const machine0 = machineBusySeconds()
+      const own0 = ownCpuSeconds()
       const t0 = performance.now()
       const runs = await remaining(sql)
       await until(
@@ -184,8 +207,14 @@ async function drainOnce(
         POLL_MS,
       )
       const seconds = since(t0) / 1000
-      const workerCpuMs = (workerCpu.stop() * 1000) / runs
-      const postgresCpuMs = (postgresCpu.stop() * 1000) / runs
+      const machine = machineBusySeconds() - machine0
+      const own = ownCpuSeconds() - own0
+      const workerCpuSeconds = workerCpu.stop()
+      const postgresCpuSeconds = postgresCpu.stop()
+      const workerCpuMs = (workerCpuSeconds * 1000) / runs
+      const postgresCpuMs = (postgresCpuSeconds * 1000) / runs
+      const otherCores =
+        Math.max(0, machine - own - workerCpuSeconds - postgresCpuSeconds) / seconds
       const [ok] = await sql<{ n: number }[]>`
         SELECT count(*)::int AS n FROM pgsched.runs WHERE status = 'succeeded'`
       if (ok!.n !== n) throw new Error(`telemetry: ${ok!.n} of ${n} ${kind} runs succeeded`)
@@ -195,6 +224,7 @@ async function drainOnce(
         perSecond: runs / seconds,
         workerCpuMs,
         postgresCpuMs,
+        otherCores,
         ...(await scrapeMetrics(worker)),
       }
     } finally {
@@ -243,7 +273,7 @@ async function pairsOf(
       ctx.log(`telemetry: ${kind}, pair ${i + 1} of ${pairs}, telemetry ${mode}`)
       const d = await drainOnce(ctx, kind, n, mode, `${i}_${mode}`, receiver)
       ctx.log(
-        `telemetry: ${fmt(d.perSecond)} runs/s, worker ${fmt(d.workerCpuMs, 3)} CPU-ms/run, ${d.spanCount} spans`,
+        `telemetry: ${fmt(d.perSecond)} runs/s, worker ${fmt(d.workerCpuMs, 3)} CPU-ms/run, ${d.spanCount} spans, other processes ${fmt(d.otherCores, 2)} cores`,
       )
       pair[mode] = d
     }
@@ -273,18 +303,19 @@ function proof(kind: Kind, n: number, pairs: { off: Drain; on: Drain }[]): strin
 }
 
 function pairLine(kind: Kind, pairs: { off: Drain; on: Drain }[]): string {
-  return `${kind === 'task' ? 'No-op tasks' : '`true` commands'}, each pair off / on (runs/s, worker CPU-ms per run): ${pairs
+  return `${kind === 'task' ? 'No-op tasks' : '`true` commands'}, each pair off / on: runs/s (worker CPU-ms per run; cores busy with other processes): ${pairs
     .map(
       (p) =>
-        `${fmt(p.off.perSecond)} / ${fmt(p.on.perSecond)} = ${fmt(p.on.perSecond / p.off.perSecond, 3)} (${fmt(p.off.workerCpuMs, 3)} / ${fmt(p.on.workerCpuMs, 3)})`,
+        `${fmt(p.off.perSecond)} / ${fmt(p.on.perSecond)} = ${fmt(p.on.perSecond / p.off.perSecond, 3)} (${fmt(p.off.workerCpuMs, 3)} / ${fmt(p.on.workerCpuMs, 3)}; ${fmt(p.off.otherCores, 2)} / ${fmt(p.on.otherCores, 2)})`,
     )
     .join('; ')}.`
 }
 
 /** Workload 6. */
 export const telemetryCost: Workload = async (ctx) => {
-  const tasks = ctx.scale(10_000, 2_000)
-  const taskPairs = ctx.scale(3, 2)
+  // Short drains, many pairs: the median resists a burst of other load better than 3 long pairs.
+  const tasks = ctx.scale(6_000, 2_000)
+  const taskPairs = ctx.scale(5, 2)
   const commands = ctx.scale(200, 60)
   const commandPairs = 1
   const receiver = await startBufferingReceiver()
@@ -310,8 +341,8 @@ export const telemetryCost: Workload = async (ctx) => {
     fig(METRIC.telemetryRatioCommand10, mid(c.map((p) => p.on.perSecond / p.off.perSecond)), '×')
     notes.push(
       `Each drain: a fresh database holding ${fmt(tasks)} queued no-op task runs (${fmt(commands)} \`true\` command runs), queued in bulk as in workload 2, a CHECKPOINT, then one \`pgsched worker\` at concurrency ${CONCURRENCY}; runs/s and the timing as in workload 2. ${taskPairs} off/on pairs of task drains (order alternating: off, on, on, off, …) and ${commandPairs} of command drains, all in this run; the ratio is the median of each pair's on ÷ off, the runs/s the medians of each mode.`,
-      "Off: OTEL_SDK_DISABLED=true. On: OTEL_EXPORTER_OTLP_ENDPOINT (a receiver in the benchmark process that decodes the protobuf it is sent), OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, the default sampler (parentbased_always_on) and the SDK's default batching (the batch span processor: 5 s or 512 spans per export, 2,048 queued at most); metrics in memory for GET /metrics and pushed over OTLP every 60 s. The receiver answers at once: the network cost of a real backend is not included, the encoding is.",
-      `Worker CPU: CPU-seconds of the worker process (its own threads, not the commands it spawns) over the window ÷ the runs drained; Postgres used ${fmt(mid(t.map((p) => p.off.postgresCpuMs)), 3)} / ${fmt(mid(t.map((p) => p.on.postgresCpuMs)), 3)} CPU-ms per task run off / on.`,
+      "Off: OTEL_SDK_DISABLED=true. On: OTEL_EXPORTER_OTLP_ENDPOINT (a receiver in the benchmark process that keeps the protobuf it is sent and decodes it after each drain), OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, the default sampler (parentbased_always_on) and the SDK's default batching (the batch span processor: 5 s or 512 spans per export, 2,048 queued at most); metrics in memory for GET /metrics and pushed over OTLP every 60 s. The receiver answers at once: the network cost of a real backend is not included, the encoding is.",
+      `Worker CPU: CPU-seconds of the worker process (its own threads, not the commands it spawns) over the window ÷ the runs drained; Postgres used ${fmt(mid(t.map((p) => p.off.postgresCpuMs)), 3)} / ${fmt(mid(t.map((p) => p.on.postgresCpuMs)), 3)} CPU-ms per task run off / on. Cores busy with other processes: the machine's busy CPU time (/proc/stat) over the window less the worker's, Postgres' and the benchmark's, ÷ the window: how much else ran beside the drain (for command drains it includes the commands themselves, short-lived children of the worker that its CPU misses).`,
       pairLine('task', t),
       pairLine('command', c),
       proof('task', tasks, t),
