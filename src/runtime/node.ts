@@ -19,7 +19,8 @@ import { PgschedError } from '../core/errors.ts'
 import { ROLES, type Role } from '../core/types.ts'
 import { createSql } from '../db/client.ts'
 import { Scheduler } from '../scheduler/index.ts'
-import { startTelemetry } from '../telemetry/node-sdk.ts'
+import { serveMetrics, startTelemetry } from '../telemetry/node-sdk.ts'
+import { activeTraceIds } from '../telemetry/tracing.ts'
 import { Worker } from '../worker/index.ts'
 import { sandboxSettingsFromConfig } from '../worker/sandbox.ts'
 import { loadTasksFolder } from '../worker/tasks.ts'
@@ -131,7 +132,12 @@ function noArguments(command: Command, args: string[]): void {
 }
 
 async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promise<void> {
-  const logger = pino({ level: config.logLevel, redact: ['*.password', '*.secret', '*.token'] })
+  const logger = pino({
+    level: config.logLevel,
+    redact: ['*.password', '*.secret', '*.token'],
+    // A line logged inside a span names it, so logs and traces join up in the backend.
+    mixin: () => activeTraceIds() ?? {},
+  })
   const roles: string[] = ROLES_OF[command]
   const cleanups: (() => Promise<unknown>)[] = []
   const shutdown = async (signal: string) => {
@@ -153,7 +159,23 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
   const applied = await migrateAll(db.url)
   logger.info({ applied }, 'pgsched: migrations applied')
   if (command === 'migrate') return shutdown('done')
-  cleanups.push(startTelemetry())
+  const telemetry = startTelemetry()
+  cleanups.push(() => telemetry.shutdown())
+  // The API serves /metrics itself; a process without one gets its own port.
+  const metricsPort = config.metricsPort ?? (roles.includes('api') ? undefined : 0)
+  if (metricsPort !== undefined) {
+    const metrics = await serveMetrics(telemetry, config.metricsHost, metricsPort).catch((e) => {
+      throw (e as NodeJS.ErrnoException).code === 'EADDRINUSE'
+        ? new PgschedError(
+            'config',
+            `port ${metricsPort} of ${config.metricsHost} is in use: set PGSCHED_METRICS_PORT to a free port`,
+            { cause: e },
+          )
+        : e
+    })
+    cleanups.push(() => metrics.close())
+    console.log(`pgsched: metrics on ${metrics.url}`)
+  }
   const sql = createSql(db.url, { max: 10, applicationName: `pgsched-${command}` })
   cleanups.push(() => sql.end({ timeout: 5 }))
 
@@ -168,6 +190,7 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
       shutdownGraceMs: config.shutdownGraceSeconds * 1000,
       tasks,
       sandbox: sandboxSettingsFromConfig(config),
+      traceLinkMode: config.traceLinkMode,
       logger,
       // Exit at once (a graceful stop needs the database, which is likely away): the supervisor
       // restarts the process, and the leader rescues its runs when its heartbeats stop.
@@ -205,6 +228,7 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
       logger,
       rateLimitPerMinute: config.rateLimitPerMinute,
       jobNetwork: config.jobNetwork,
+      metrics: () => telemetry.metricsText(),
     })
     // A dev server (embedded database) is for this machine unless PGSCHED_HOST says otherwise.
     const host = config.host ?? (db.embedded ? '127.0.0.1' : undefined)

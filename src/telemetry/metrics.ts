@@ -37,7 +37,8 @@ const GAUGES: Record<GaugeName, { description: string; unit: string }> = {
     unit: '{run}',
   },
   'pgsched.workers': {
-    description: 'Workers by state: alive, stopping, dead (the leader counts them periodically)',
+    description:
+      'Workers by state: active, stopping, stopped, dead (the leader counts them periodically)',
     unit: '{worker}',
   },
   'pgsched.worker.slots.busy': {
