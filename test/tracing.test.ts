@@ -51,7 +51,6 @@ describe.each(['parent', 'link'] as const)('PGSCHED_TRACE_LINK_MODE=%s', (mode) 
   /** Spans received so far whose attribute `key` is `value`. */
   const spansWith = (key: string, value: string | number) =>
     receiver.spans.filter((s) => s.attributes[key] === value)
-  const byId = (id: string) => receiver.spans.find((s) => s.spanId === id)
 
   it('one run: REST submit → attempt 1 failed → attempt 2 succeeded, with its command and result write', async () => {
     // A client that traces its own request: the submission continues its trace.
