@@ -247,8 +247,12 @@ describe('the leader’s counts', () => {
     expect(await value('pgsched.breaker.state', { breaker: 'probe' })).toBe(2)
   })
 
-  it('counts the runs its rescuer records lost', async () => {
+  it('counts the runs its rescuer records lost, as lost attempts and dead letters', async () => {
     const before = Number((await value('pgsched.rescues')) ?? 0)
+    const count = async (name: string, attrs: Record<string, unknown>) =>
+      Number((await value(name, attrs)) ?? 0)
+    const lostBefore = await count('pgsched.attempts.finished', { outcome: 'lost', queue: 'gone' })
+    const deadBefore = await count('pgsched.dead_letters', { queue: 'gone' })
     const name = 'w-gone'
     await workerHeartbeat(t.sql, {
       name,
@@ -260,7 +264,8 @@ describe('the leader’s counts', () => {
       state: 'active',
     })
     const [job] = await t.sql<{ id: number }[]>`
-      SELECT pgsched.submit_job(name => 'lost', command => 'true', max_retries => 1) AS id`
+      SELECT pgsched.submit_job(name => 'lost', command => 'true', max_retries => 0,
+        queue => 'gone') AS id`
     const [run] = await t.sql<{ id: number }[]>`
       SELECT id FROM pgsched.runs WHERE job_id = ${job!.id}`
     await runStart(t.sql, Number(run!.id), 1, name)
@@ -277,5 +282,16 @@ describe('the leader’s counts', () => {
       'the rescue',
     )
     expect(await value('pgsched.rescues')).toBe(before + 1)
+    // No retry left: the lost attempt dead-letters the run (counted once the sweep has read its queue).
+    await waitFor(
+      async () => (await count('pgsched.dead_letters', { queue: 'gone' })) === deadBefore + 1,
+      5_000,
+      'the dead letter to be counted',
+    )
+    expect(await count('pgsched.attempts.finished', { outcome: 'lost', queue: 'gone' })).toBe(
+      lostBefore + 1,
+    )
+    expect(await count('pgsched.dead_letters', { queue: 'gone' })).toBe(deadBefore + 1)
+    expect(await count('pgsched.runs.finished', { status: 'dead', queue: 'gone' })).toBe(1)
   })
 })

@@ -6,6 +6,7 @@
  */
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { runQueues } from '../db/queries/runs.ts'
 import { rescue } from '../db/queries/workers.ts'
 import { instruments } from '../telemetry/metrics.ts'
 import { Periodic } from './periodic.ts'
@@ -72,14 +73,36 @@ export class Rescuer {
       this.#connectedSince ??= Date.now()
       return
     }
-    let lost = 0
+    // Each lost run with the status run_finish gave it (the detail ends with ' → <status>').
+    const lost: { runId: number; status: string }[] = []
     for (const a of await rescue(sql, heartbeatTimeoutMs / 1000)) {
-      if (a.action === 'run_lost') lost++
+      if (a.action === 'run_lost' && a.run_id !== null) {
+        lost.push({ runId: Number(a.run_id), status: a.detail.split(' → ').at(-1) ?? '' })
+      }
       logger.warn(
         { action: a.action, worker: a.worker, run_id: a.run_id, detail: a.detail },
         `scheduler: rescue: ${a.action.replace('_', ' ')}`,
       )
     }
-    if (lost > 0) instruments().rescues.add(lost)
+    if (lost.length > 0) await this.#count(lost)
+  }
+
+  // A lost attempt is an outcome the worker never reports: counted here, so success and failure
+  // rates include the attempts and runs of dead workers.
+  async #count(lost: { runId: number; status: string }[]): Promise<void> {
+    const m = instruments()
+    m.rescues.add(lost.length)
+    const queues = await runQueues(
+      this.#o.sql,
+      lost.map((l) => l.runId),
+    ).catch(() => new Map<number, string>())
+    for (const { runId, status } of lost) {
+      const queue = queues.get(runId) ?? 'default'
+      m.attemptsFinished.add(1, { outcome: 'lost', queue })
+      if (status === 'dead') {
+        m.runsFinished.add(1, { status, queue })
+        m.deadLetters.add(1, { queue })
+      }
+    }
   }
 }
