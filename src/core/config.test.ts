@@ -56,6 +56,9 @@ describe('resolveConfig', () => {
       jobUser: undefined,
       jobLimits: JOB_LIMITS_DEFAULT,
       jobNetwork: 'deny',
+      traceLinkMode: 'link',
+      metricsPort: undefined,
+      metricsHost: '127.0.0.1',
     })
     expect(JOB_LIMITS_DEFAULT.memory_mb).toBe(512)
     expect(PORT_DEFAULT).toBe(8080)
@@ -92,6 +95,9 @@ describe('resolveConfig', () => {
       PGSCHED_JOB_FILE_SIZE_MB: '10',
       PGSCHED_JOB_OPEN_FILES: '64',
       PGSCHED_JOB_NETWORK: 'allow',
+      PGSCHED_TRACE_LINK_MODE: 'parent',
+      PGSCHED_METRICS_PORT: '9464',
+      PGSCHED_METRICS_HOST: '0.0.0.0',
     })
     expect(config).toEqual({
       databaseUrl: 'postgres://u:p@db:5432/pgsched',
@@ -122,6 +128,9 @@ describe('resolveConfig', () => {
         open_files: 64,
       },
       jobNetwork: 'allow',
+      traceLinkMode: 'parent',
+      metricsPort: 9464,
+      metricsHost: '0.0.0.0',
     })
   })
 
@@ -171,6 +180,8 @@ describe('resolveConfig', () => {
     ['PGSCHED_EMBEDDED_PG_PORT', '70000'],
     ['PGSCHED_SANDBOX', 'docker'],
     ['PGSCHED_JOB_NETWORK', 'yes'],
+    ['PGSCHED_TRACE_LINK_MODE', 'child'],
+    ['PGSCHED_METRICS_PORT', '70000'],
     ['PGSCHED_JOB_MEMORY_MB', '0'],
     ['PGSCHED_JOB_OPEN_FILES', 'many'],
   ])('refuses %s=%j with a config error naming the variable', (name, value) => {
