@@ -33,7 +33,6 @@ const serializer = new PrometheusSerializer()
 const metricsText = async () => serializer.serialize((await prometheus.collect()).resourceMetrics)
 
 let t: TestBundle
-let app: ReturnType<typeof createApp>
 let alice: string
 
 beforeAll(async () => {
@@ -43,37 +42,13 @@ beforeAll(async () => {
     new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter: spans })] }),
   )
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [prometheus] }))
-  t = await setup()
-  app = createApp({
-    sql: t.sql,
-    verifyToken: createTokenVerifier({ secret: TEST_SECRET }),
-    logger: silentLogger,
-    rateLimitPerMinute: LIMIT,
-    metrics: metricsText,
-  })
+  t = await setup({ rateLimitPerMinute: LIMIT, metrics: metricsText })
   alice = await t.token('alice', 'submitter')
 })
 afterAll(() => t.close())
 
 /** Calls the app under test: JSON in and out. */
-async function request(
-  method: string,
-  path: string,
-  o: { token?: string; body?: unknown; headers?: Record<string, string> } = {},
-  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies by their documented shape
-): Promise<{ status: number; body: any; text: string; headers: Headers }> {
-  const headers: Record<string, string> = { ...o.headers }
-  if (o.token) headers.authorization = `Bearer ${o.token}`
-  if (o.body !== undefined) headers['content-type'] = 'application/json'
-  const res = await app.request(path, {
-    method,
-    headers,
-    body: o.body === undefined ? undefined : JSON.stringify(o.body),
-  })
-  const text = await res.text()
-  const json = res.headers.get('content-type')?.includes('json') && text ? JSON.parse(text) : null
-  return { status: res.status, body: json, text, headers: res.headers }
-}
+const request: TestBundle['request'] = (method, path, o) => t.request(method, path, o)
 
 const later = (name: string, more: Record<string, unknown> = {}) => ({
   name,
@@ -355,9 +330,14 @@ describe('GET /metrics', () => {
   })
 
   it('is a 404 problem when the app is given no metrics', async () => {
-    const res = await t.request('GET', '/metrics', { token: alice })
+    const bare = createApp({
+      sql: t.sql,
+      verifyToken: createTokenVerifier({ secret: TEST_SECRET }),
+      logger: silentLogger,
+    })
+    const res = await bare.request('/metrics', { headers: { authorization: `Bearer ${alice}` } })
     expect(res.status).toBe(404)
-    expect(res.body).toMatchObject({ type: 'urn:pgsched:problem:not_found' })
+    expect(await res.json()).toMatchObject({ type: 'urn:pgsched:problem:not_found' })
   })
 
   it('answers without the database, and shows the open breaker and the refusals it caused', async () => {

@@ -70,7 +70,7 @@ export interface TestBundle {
     path: string,
     o?: { token?: string; body?: unknown; headers?: Record<string, string> },
     // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies by their documented shape
-  ): Promise<{ status: number; body: any; headers: Headers }>
+  ): Promise<{ status: number; body: any; text: string; headers: Headers }>
   startWorker(o?: Partial<WorkerOptions>): Promise<Worker>
   startScheduler(o?: Partial<SchedulerOptions>): Scheduler
   /**
@@ -89,6 +89,8 @@ let roles = 0
 export interface SetupOptions {
   /** The API's submissions a minute per user. @default 1000 */
   rateLimitPerMinute?: number
+  /** What the API's GET /metrics serves; unset: no /metrics. */
+  metrics?: () => Promise<string>
 }
 
 /** Clones the template into a new database and builds the bundle around it. */
@@ -104,6 +106,7 @@ export async function setup(options: SetupOptions = {}): Promise<TestBundle> {
     verifyToken: createTokenVerifier({ secret: TEST_SECRET }),
     logger: silentLogger,
     rateLimitPerMinute: options.rateLimitPerMinute,
+    metrics: options.metrics,
   })
   const stops: (() => Promise<void>)[] = []
 
@@ -127,7 +130,13 @@ export async function setup(options: SetupOptions = {}): Promise<TestBundle> {
               : JSON.stringify(o.body),
       })
       const text = await res.text()
-      return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers }
+      const json = res.headers.get('content-type')?.includes('json') && text
+      return {
+        status: res.status,
+        body: json ? JSON.parse(text) : null,
+        text,
+        headers: res.headers,
+      }
     },
     async startWorker(o = {}) {
       const worker = new Worker({
@@ -179,4 +188,15 @@ export async function setup(options: SetupOptions = {}): Promise<TestBundle> {
       await admin.end()
     },
   }
+}
+
+/** How many rows a submission may have written: jobs, runs and executor jobs. */
+export async function rowCounts(
+  sql: SqlPool,
+): Promise<{ jobs: number; runs: number; executor_jobs: number }> {
+  const [row] = await sql<{ jobs: number; runs: number; executor_jobs: number }[]>`
+    SELECT (SELECT count(*) FROM pgsched.jobs)::int AS jobs,
+      (SELECT count(*) FROM pgsched.runs)::int AS runs,
+      (SELECT count(*) FROM graphile_worker.jobs)::int AS executor_jobs`
+  return row!
 }

@@ -6,7 +6,7 @@ import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { cronNext } from '../src/core/cron.ts'
-import { setup, type TestBundle, waitFor } from './helpers.ts'
+import { rowCounts, setup, type TestBundle, waitFor } from './helpers.ts'
 
 let t: TestBundle
 /** The other application's own pool: plain postgres.js, int8 comes back as a string. */
@@ -59,14 +59,8 @@ async function submit(sql: postgres.Sql | postgres.TransactionSql, args: SubmitA
   return Number(row!.id)
 }
 
-/** How many rows the API may have written: jobs, runs and executor jobs. */
-async function counts() {
-  const [row] = await t.sql`
-    SELECT (SELECT count(*) FROM pgsched.jobs)::int AS jobs,
-      (SELECT count(*) FROM pgsched.runs)::int AS runs,
-      (SELECT count(*) FROM graphile_worker.jobs)::int AS executor_jobs`
-  return row!
-}
+/** Rows a submission may have written. */
+const counts = () => rowCounts(t.sql)
 
 const inAMinute = () => new Date(Date.now() + 60_000)
 

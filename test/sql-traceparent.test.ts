@@ -6,7 +6,7 @@
 import type postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { setup, type TestBundle } from './helpers.ts'
+import { rowCounts, setup, type TestBundle } from './helpers.ts'
 
 let t: TestBundle
 /** The other application's connection, as a role holding only pgsched_submitter. */
@@ -39,13 +39,7 @@ async function stored(jobId: number | string) {
 }
 
 /** Rows a submission may have written. */
-async function counts() {
-  const [row] = await t.sql`
-    SELECT (SELECT count(*) FROM pgsched.jobs)::int AS jobs,
-      (SELECT count(*) FROM pgsched.runs)::int AS runs,
-      (SELECT count(*) FROM graphile_worker.jobs)::int AS executor_jobs`
-  return row!
-}
+const counts = () => rowCounts(t.sql)
 
 describe('submit_job', () => {
   it('stores the traceparent argument on the job and its run; GET /v1/runs/{id} shows it', async () => {
