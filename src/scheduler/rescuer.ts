@@ -9,6 +9,7 @@ import type { SqlPool } from '../db/client.ts'
 import { runQueues } from '../db/queries/runs.ts'
 import { rescue } from '../db/queries/workers.ts'
 import { instruments } from '../telemetry/metrics.ts'
+import { destination } from '../telemetry/tracing.ts'
 import { Periodic } from './periodic.ts'
 
 /** Options of a Rescuer. */
@@ -95,9 +96,9 @@ export class Rescuer {
     const queues = await runQueues(
       this.#o.sql,
       lost.map((l) => l.runId),
-    ).catch(() => new Map<number, string>())
+    ).catch(() => new Map<number, string | null>())
     for (const { runId, status } of lost) {
-      const queue = queues.get(runId) ?? 'default'
+      const queue = destination(queues.get(runId))
       m.attemptsFinished.add(1, { outcome: 'lost', queue })
       if (status === 'dead') {
         m.runsFinished.add(1, { status, queue })

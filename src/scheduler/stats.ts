@@ -14,6 +14,7 @@ import {
   type WorkerCount,
 } from '../db/queries/stats.ts'
 import type { Observation } from '../telemetry/metrics.ts'
+import { destination } from '../telemetry/tracing.ts'
 import { observeLeaderState } from './leader-gauges.ts'
 import { Periodic } from './periodic.ts'
 
@@ -98,7 +99,7 @@ function depthReadings(depth: QueueDepth[] | undefined): Observation[] {
   if (!depth) return []
   const byQueue = new Map<string, Map<string, number>>([['default', new Map()]])
   for (const d of depth) {
-    const queue = d.queue || 'default'
+    const queue = destination(d.queue)
     const counts = byQueue.get(queue) ?? new Map<string, number>()
     byQueue.set(queue, counts)
     counts.set(d.status, (counts.get(d.status) ?? 0) + d.runs)

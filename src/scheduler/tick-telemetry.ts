@@ -20,6 +20,7 @@ import { type DueTickJob, jobTickRuns } from '../db/queries/jobs.ts'
 import { instruments } from '../telemetry/metrics.ts'
 import {
   currentTraceparent,
+  destination,
   messagingAttributes,
   SpanKind,
   SpanStatusCode,
@@ -75,7 +76,7 @@ export class TickBatchTelemetry {
     // A trace per tick: a root span, linked to the job's submission rather than its child, so a
     // schedule's thousandth tick is not one more span of a trace that never ends.
     const span = tracer.startSpan(
-      `send ${job.queue || 'default'}`,
+      `send ${destination(job.queue)}`,
       { kind: SpanKind.PRODUCER, attributes, links, root: true },
       ROOT_CONTEXT,
     )

@@ -35,9 +35,14 @@ const tracer = trace.getTracer('pgsched')
  */
 export type TraceLinkMode = 'link' | 'parent'
 
+/** The queue as spans and metrics name it: the job's queue, or `default` for none. */
+export function destination(queue: string | null | undefined): string {
+  return queue || 'default'
+}
+
 /** Attributes shared by every span of pgsched's messaging spans. */
 export function messagingAttributes(queue: string | null | undefined): Attributes {
-  return { 'messaging.system': 'pgsched', 'messaging.destination.name': queue || 'default' }
+  return { 'messaging.system': 'pgsched', 'messaging.destination.name': destination(queue) }
 }
 
 /** The W3C traceparent of the active span, to store on a run; null when not tracing. */

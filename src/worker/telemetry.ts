@@ -11,6 +11,7 @@ import { type Attributes, type Context, context, trace } from '@opentelemetry/ap
 import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
 import { instruments, priorityBand } from '../telemetry/metrics.ts'
 import {
+  destination,
   inSpan,
   messagingAttributes,
   type Span,
@@ -18,11 +19,6 @@ import {
   SpanStatusCode,
   type TraceLinkMode,
 } from '../telemetry/tracing.ts'
-
-/** The queue as spans and metrics name it: the job's queue, or `default`. */
-export function destination(queue: string | null): string {
-  return queue || 'default'
-}
 
 /** The attributes every span of an attempt carries. */
 export function attemptAttributes(run: StartedRun): Attributes {

@@ -21,6 +21,7 @@ import {
 import { runGet, runListForJob } from '../../db/queries/runs.ts'
 import {
   currentTraceparent,
+  destination,
   inSpan,
   messagingAttributes,
   SpanKind,
@@ -84,7 +85,7 @@ function requireNetworkGrant(
 function batchSpan(
   jobs: readonly { queue?: string | null; priority?: number }[],
 ): [string, SpanOptions] {
-  const queues = new Set(jobs.map((j) => j.queue || 'default'))
+  const queues = new Set(jobs.map((j) => destination(j.queue)))
   const priorities = new Set(jobs.map((j) => j.priority ?? SUBMISSION_DEFAULTS.priority.default))
   const [queue] = queues.size === 1 ? queues : [undefined]
   const [priority] = priorities.size === 1 ? priorities : [undefined]
@@ -133,7 +134,7 @@ export function registerJobRoutes(
       requireNetworkGrant(p, [body], jobNetwork)
       await shed.admitSubmissions(c, p.sub, 1)
       const { job, created } = await inSpan(
-        `send ${body.queue || 'default'}`,
+        `send ${destination(body.queue)}`,
         {
           kind: SpanKind.PRODUCER,
           attributes: {

@@ -162,10 +162,10 @@ export async function runFinish(
   return (await runFinishMany(sql, [{ run: { run_id: runId, attempt }, result }], worker))[0]!
 }
 
-/** The queue of each run (`default` for none), by run id. */
-export async function runQueues(sql: Sql, ids: number[]): Promise<Map<number, string>> {
+/** The queue of each run (null for none), by run id. */
+export async function runQueues(sql: Sql, ids: number[]): Promise<Map<number, string | null>> {
   const rows = await sql<{ id: string; queue: string | null }[]>`
     SELECT r.id, j.queue FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
     WHERE r.id = ANY (${ids}::bigint[])`
-  return new Map(rows.map((r) => [Number(r.id), r.queue ?? 'default']))
+  return new Map(rows.map((r) => [Number(r.id), r.queue]))
 }
