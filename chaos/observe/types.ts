@@ -98,6 +98,13 @@ export interface TimelineSecond {
   runsFinished?: number
 }
 
+/** A worker the sampler saw declared dead (`pgsched.workers.state = 'dead'`), and when. */
+export interface WorkerDeath {
+  worker: string
+  /** Its `stopped_at`: when the rescuer declared it dead. */
+  at: number
+}
+
 /** What the workload recorded, second by second. */
 export interface Timeline {
   /** When the workload started and stopped (stop = now while it runs). */
@@ -110,6 +117,8 @@ export interface Timeline {
   seconds: TimelineSecond[]
   marks: Mark[]
   refusals: Refusal[]
+  /** Workers declared dead while the workload ran, as sampled (a worker that comes back is active again). */
+  workerDeaths: WorkerDeath[]
 }
 
 /** A running workload. */
@@ -137,7 +146,6 @@ export type CheckName =
   | 'no-duplicate-tick'
   | 'no-overlapping-attempts'
   | 'cron-live-windows-fired'
-  | 'cron-gaps-in-fault-only'
   | 'cron-catch-up-once'
   | 'no-worker-dead-outside-fault'
 
