@@ -44,7 +44,7 @@ export interface Proc {
 export async function until<T>(
   check: () => Promise<T> | T,
   timeoutMs: number,
-  what: string | (() => string),
+  what: string | (() => string | Promise<string>),
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -57,7 +57,7 @@ export async function until<T>(
     if (v) return v as NonNullable<T>
     if (Date.now() > deadline) {
       throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`,
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? await what() : what}`,
       )
     }
     await sleep(100)
