@@ -20,9 +20,41 @@ export interface SqlOptions {
   connectTimeoutSeconds?: number
 }
 
+/**
+ * Per pool made by createSql: how many commits so far stopped waiting for a synchronous replica
+ * (see {@link unreplicatedCommits}).
+ */
+const unreplicated = new WeakMap<SqlPool, { count: number }>()
+
+/**
+ * Whether a notice is the WARNING PostgreSQL sends when a commit stops waiting for its
+ * synchronous replica (statement_timeout, pg_cancel_backend, pg_terminate_backend): "canceling
+ * wait for synchronous replication ... The transaction has already committed locally, but might
+ * not have been replicated to the standby." The cancel's WARNING has no SQLSTATE of its own
+ * (01000) and its text is translated (lc_messages), so any WARNING with that code, or with the
+ * terminate's 57P01, counts: a COMMIT sends no other, and pgsched's SQL raises none. Counting a
+ * stranger's warning only makes a commit uncertain that was not (a 503 and a retry).
+ */
+function isUnreplicatedCommitNotice(n: postgres.Notice): boolean {
+  return n.severity === 'WARNING' && (n.code === '01000' || n.code === '57P01')
+}
+
+/**
+ * How many commits on `sql`'s connections have stopped waiting for their synchronous replica
+ * since it opened: committed locally, perhaps not replicated, so lost if the primary fails now.
+ * Undefined for a pool not made by createSql. postgres.js hands notices over without saying which
+ * connection or statement they came from; on one connection a COMMIT's notice always arrives
+ * before its answer, so a count unchanged from just before a COMMIT to its answer proves that
+ * COMMIT was not one of them (db/commit.ts).
+ */
+export function unreplicatedCommits(sql: SqlPool): number | undefined {
+  return unreplicated.get(sql)?.count
+}
+
 /** Opens a pool. int8 values (ids) come back as numbers; ids never approach 2^53. */
 export function createSql(url: string, options: SqlOptions = {}): SqlPool {
-  return postgres(url, {
+  const warnings = { count: 0 }
+  const sql = postgres(url, {
     max: options.max ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
     connection: { application_name: options.applicationName ?? 'pgsched' },
@@ -30,7 +62,9 @@ export function createSql(url: string, options: SqlOptions = {}): SqlPool {
     // 20 s, so a process whose database was away for a few seconds would stall for many more
     // after it came back (heartbeats late, workers declared dead). Capped at one second.
     backoff: (n: number) => Math.min(0.05 * 2 ** n, 1),
-    onnotice: () => {},
+    onnotice: (n) => {
+      if (isUnreplicatedCommitNotice(n)) warnings.count++
+    },
     types: {
       bigint: {
         to: 20,
@@ -40,6 +74,8 @@ export function createSql(url: string, options: SqlOptions = {}): SqlPool {
       },
     },
   })
+  unreplicated.set(sql, warnings)
+  return sql
 }
 
 /** SQLSTATE codes pgsched's SQL raises or relies on. */

@@ -1,7 +1,9 @@
 /**
  * @module Group commit: calls that arrive while earlier ones are being written share one
  * transaction (one commit, one WAL flush), and each caller is answered only after that
- * transaction has committed. At low load a call is written alone, at once. When a shared
+ * transaction has committed (and, with a synchronous replica, replicated: db/commit.ts; a commit
+ * left uncertain rejects every call of its group with a CommitUncertainError and is never tried
+ * again). At low load a call is written alone, at once. When a shared
  * transaction fails, its calls are tried again in smaller groups, so every caller gets its own
  * answer. A group is written by one `WriteGroup`: a single set-based statement where one exists
  * (its own transaction, one round trip), or `eachInTransaction` of a per-call write.
@@ -22,6 +24,7 @@ import postgres from 'postgres'
 
 import { PgschedError } from '../core/errors.ts'
 import { isDatabaseUnreachable, type Sql, type SqlPool } from './client.ts'
+import { beginAcknowledged, CommitUncertainError } from './commit.ts'
 
 /** Options of a GroupCommit. */
 interface GroupCommitOptions<I> {
@@ -80,8 +83,8 @@ export function eachInTransaction<I, O>(
     // The error that made us end the connection: the caller hears it, not the connection's end.
     let cause: unknown
     try {
-      // postgres.js types begin()'s result by unwrapping promises; the callback returns O[].
-      return (await sql.begin(async (tx) => {
+      // Resolves only after a COMMIT that may be acknowledged (db/commit.ts).
+      return await beginAcknowledged(sql, async (tx) => {
         began()
         // In the round trip of `before`: which backend to end if the write is aborted.
         // Connection plumbing rather than a table query, so it lives here and not in queries/.
@@ -109,7 +112,7 @@ export function eachInTransaction<I, O>(
           }
           throw e
         }
-      })) as O[]
+      })
     } catch (e) {
       throw cause ?? e
     } finally {
@@ -278,6 +281,11 @@ export class GroupCommit<I, O> {
     }
     if (outcome.ok) {
       for (const [i, p] of group.entries()) p.resolve(outcome.value[i] as O)
+      return
+    }
+    if (outcome.error instanceof CommitUncertainError) {
+      // It may have committed: trying its calls again could write them twice.
+      for (const p of group) p.reject(outcome.error)
       return
     }
     if (group.length === 1) {

@@ -6,6 +6,7 @@ import { PgschedError } from '../../core/errors.ts'
 import { SUBMISSION_DEFAULTS } from '../../core/submission-defaults.ts'
 import type { Job } from '../../core/types.ts'
 import type { Sql, SqlPool } from '../../db/client.ts'
+import { beginAcknowledged } from '../../db/commit.ts'
 import {
   jobCancel,
   jobGet,
@@ -185,8 +186,9 @@ export function registerJobRoutes(
       await shed.admitSubmissions(c, p.sub, jobs.length)
       // One span for the batch, as the conventions have it: every run stores it as its origin.
       const [name, options] = batchSpan(jobs)
+      // Answered only after a commit that may be acknowledged (db/commit.ts).
       const results = await inSpan(name, options, () =>
-        sql.begin(async (tx) => {
+        beginAcknowledged(sql, async (tx) => {
           const submitted = await jobSubmitBatch(tx, jobs, p.sub, currentTraceparent())
           const out = []
           for (const r of submitted) out.push(await withFirstTick(tx, r))
@@ -321,7 +323,7 @@ export function registerJobRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param')
-      const run = await sql.begin(async (tx) => {
+      const run = await beginAcknowledged(sql, async (tx) => {
         await visibleJob(tx, c, id)
         const { owner: _owner, ...run } = (await runGet(tx, await jobTrigger(tx, id)))!
         return run
