@@ -42,6 +42,13 @@ export async function startHaProxy(
       '  timeout client 30m',
       '  timeout server 30m',
       '  timeout check 1s',
+      // A client that vanished (partitioned) is noticed in ~11 s and its server connection closed,
+      // so its Postgres session ends and releases what it held (the leader's advisory lock).
+      // Without it the session lives until timeout client, holding the lock for 30 minutes.
+      '  option clitcpka',
+      '  clitcpka-idle 5s',
+      '  clitcpka-intvl 2s',
+      '  clitcpka-cnt 3',
       'listen postgres',
       ...addresses.map((a) => `  bind ${a}:${port}`),
       '  option httpchk GET /primary',
