@@ -2,7 +2,8 @@
  * @module The sandbox that runs command jobs. prepareSandbox probes the machine once at worker
  * start and returns a Sandbox whose run() executes one attempt: in `bwrap` mode in its own
  * namespaces as an unprivileged user, in `rlimits` mode as an unprivileged user with limits but
- * no isolation, in `none` mode as the worker itself. A mode that cannot work here is reported
+ * no isolation (only for a root worker: it has no other wall between the job and the worker), in
+ * `none` mode as the worker itself. A mode that cannot work here is reported
  * unavailable and fails every attempt with the reason; it never falls back to a weaker one.
  */
 import type { PgschedConfig } from '../../core/config.ts'
@@ -190,10 +191,10 @@ class SandboxImpl implements Sandbox {
         this.system = systemMounts()
       }
       this.user = await resolveJobUser(this.settings.jobUser)
+      // Without namespaces the uid is the only wall between a job and the worker: its 0600
+      // files, its /proc/<pid>/environ, its signals.
       if (this.mode === 'rlimits' && !this.user.switchUser) {
-        this.logger.warn(
-          'the worker is not root: rlimits-mode jobs run as the worker’s own user and can read its files',
-        )
+        throw new Error(rlimitsNeedsRoot(this.user.uid))
       }
       // First: it kills what a dead worker's jobs left running, before their folders go.
       this.cgroups = await openCgroups(this.instanceId, this.logger)
@@ -309,6 +310,11 @@ class SandboxImpl implements Sandbox {
     }
     return limits
   }
+}
+
+/** Why `rlimits` mode refuses to run jobs for a worker that cannot switch them to another user. */
+export function rlimitsNeedsRoot(uid: number): string {
+  return `rlimits mode runs each job as another user, which needs a worker running as root (this one runs as uid ${uid}); its jobs would run as the worker itself and could read its files and its environment through /proc; run the worker as root, or set PGSCHED_SANDBOX=bwrap`
 }
 
 function need(program: string, hint: string): string {

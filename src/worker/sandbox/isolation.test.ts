@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -30,7 +31,10 @@ import {
 const FIXTURE = new URL('./fixture-worker.ts', import.meta.url).pathname
 
 /** A temporary project folder laid out like a dev worker's, with secrets in its data folder. */
-function makeProject(secretMode: number): { dir: string; jwt: string; password: string } {
+function makeProject(
+  secretMode: number,
+  owner?: number,
+): { dir: string; jwt: string; password: string } {
   const dir = mkdtempSync(join(tmpdir(), 'pgsched-project-'))
   chmodSync(dir, 0o755)
   const jwt = `jwt-${randomBytes(8).toString('hex')}`
@@ -41,19 +45,37 @@ function makeProject(secretMode: number): { dir: string; jwt: string; password: 
   chmodSync(join(dir, '.pgsched', 'jwt-secret'), secretMode)
   chmodSync(join(dir, '.pgsched', 'pg-password'), secretMode)
   mkdirSync(join(dir, 'node_modules'))
+  if (owner !== undefined) {
+    for (const p of ['.pgsched', '.pgsched/jwt-secret', '.pgsched/pg-password']) {
+      chownSync(join(dir, p), owner, owner)
+    }
+  }
   return { dir, jwt, password }
 }
 
-/** Runs commands in a fresh worker process with secrets in its environment and `cwd` as its folder. */
-async function inWorker(
+// The uid and gid of `nobody` and `nogroup` on Debian: a worker that is not root.
+const NOBODY = 65534
+
+/**
+ * Runs commands in a fresh worker process with secrets in its environment and `cwd` as its
+ * folder, as root or (`asNobody`) as a plain user; returns what it said when ready and each result.
+ */
+async function workerRun(
   mode: SandboxMode,
   cwd: string,
   env: Record<string, string>,
   commands: string[],
-): Promise<CommandResult[]> {
+  asNobody = false,
+): Promise<{ ready: string; results: CommandResult[] }> {
   const scratchRoot = mkdtempSync(join(tmpdir(), 'pgsched-sandbox-test-'))
+  if (asNobody) chownSync(scratchRoot, NOBODY, NOBODY)
+  const argv = [process.execPath, FIXTURE, mode, scratchRoot, ...commands]
+  const asUser = asNobody
+    ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--']
+    : []
+  const [file, ...args] = [...asUser, ...argv] as [string, ...string[]]
   try {
-    const child = spawn(process.execPath, [FIXTURE, mode, scratchRoot, ...commands], {
+    const child = spawn(file, args, {
       cwd,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -64,15 +86,26 @@ async function inWorker(
     })
     const code = await new Promise((resolve) => child.on('close', resolve))
     expect(code).toBe(0)
-    const lines = out
+    const [first, ...results] = out
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l))
-    expect(lines[0]).toEqual({ ready: mode })
-    return lines.slice(1)
+    return { ready: first.ready, results }
   } finally {
     rmSync(scratchRoot, { recursive: true, force: true })
   }
+}
+
+/** workerRun as root, in a mode that must be ready. */
+async function inWorker(
+  mode: SandboxMode,
+  cwd: string,
+  env: Record<string, string>,
+  commands: string[],
+): Promise<CommandResult[]> {
+  const { ready, results } = await workerRun(mode, cwd, env, commands)
+  expect(ready).toBe(mode)
+  return results
 }
 
 describe.each([
@@ -111,6 +144,56 @@ describe.each([
     const res = results[1]
     expect(res?.output).not.toContain(envSecret)
     expect(res?.output).toContain('PATH=')
+  })
+})
+
+describe('a worker that is not root', () => {
+  // Its jobs can only run as the worker's own uid (bwrap maps it to nobody in a namespace of
+  // its own); without namespaces nothing would then keep them from the worker's files and
+  // environment, so rlimits mode refuses them rather than run them unisolated.
+  const envSecret = `env-${randomBytes(8).toString('hex')}`
+  let project: ReturnType<typeof makeProject>
+  const attack = () => [
+    `cat ${project.dir}/.pgsched/jwt-secret; cat /proc/*/environ | tr '\\0' '\\n'; true`,
+  ]
+
+  beforeAll(() => {
+    project = makeProject(0o600, NOBODY)
+  })
+  afterAll(() => rmSync(project.dir, { recursive: true, force: true }))
+
+  it('refuses command jobs in rlimits mode, says why at start, and runs nothing', async () => {
+    const { ready, results } = await workerRun(
+      'rlimits',
+      project.dir,
+      { PGSCHED_JWT_SECRET: envSecret },
+      attack(),
+      true,
+    )
+    const why = `rlimits mode runs each job as another user, which needs a worker running as root (this one runs as uid ${NOBODY})`
+    expect(ready).toContain(`unavailable: ${why}`)
+    expect(results).toEqual([
+      expect.objectContaining({
+        outcome: 'failed',
+        output: '',
+        error: expect.stringContaining(`the sandbox is unavailable: ${why}`),
+      }),
+    ])
+  })
+
+  it('still isolates them in bwrap mode', async () => {
+    const { ready, results } = await workerRun(
+      'bwrap',
+      project.dir,
+      { PGSCHED_JWT_SECRET: envSecret },
+      attack(),
+      true,
+    )
+    expect(ready).toBe('bwrap')
+    expect(results[0]?.outcome).toBe('succeeded')
+    expect(results[0]?.output).toContain('No such file or directory')
+    expect(results[0]?.output).not.toContain(project.jwt)
+    expect(results[0]?.output).not.toContain(envSecret)
   })
 })
 
