@@ -5,7 +5,6 @@
  * the cluster), writes `chaos/REPORT.md`, `chaos/report.json` and a timeline SVG per drill, and
  * exits 1 if any invariant broke. Every process it started is stopped, also on failure or Ctrl-C.
  */
-import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 import type { Drill, DrillContext } from './drills/drill.ts'
@@ -19,6 +18,7 @@ import { workerKill } from './drills/worker-kill.ts'
 import { workerPartition } from './drills/worker-partition.ts'
 import { startStack } from './infra/stack.ts'
 import { Supervisor, say } from './infra/supervisor.ts'
+import { writeReport } from './observe/report.ts'
 import type { DrillResult } from './observe/types.ts'
 
 /** Every drill, in the order `all` runs them (restore last). */
@@ -99,7 +99,14 @@ async function main(): Promise<number> {
     await sv.stopAll()
   }
   const folder = fileURLToPath(new URL('.', import.meta.url))
-  await report(results, folder)
+  const outcome = writeReport(results, folder, {
+    command: `npm run chaos -- ${process.argv.slice(2).join(' ')}`,
+    quick: args.quick,
+    notes: [
+      'Every process ran on this machine as a local process (no Docker, no testcontainers): etcd, two Patroni nodes over PostgreSQL 15, HAProxy, pgBackRest, and pgsched (api, schedulers a and b, workers w1 and w2; b and w2 each in a network namespace).',
+    ],
+  })
+  for (const f of outcome.failures) say(`FAILED: ${f}`)
   const failed = results.filter((r) => !r.checks.passed || r.error)
   say(
     `${results.length - failed.length}/${results.length} drills passed in ${((Date.now() - t0) / 1000).toFixed(0)} s; report in ${folder}REPORT.md; logs in ${sv.folder}/logs`,
@@ -107,21 +114,6 @@ async function main(): Promise<number> {
   for (const r of failed)
     say(`FAILED: drill ${r.number} ${r.drill}${r.error ? `: ${r.error}` : ''}`)
   return failed.length ? 1 : 0
-}
-
-/** observe's report writer when it is there; else the results as JSON. */
-async function report(results: DrillResult[], folder: string): Promise<void> {
-  try {
-    const mod = (await import('./observe/report.ts')) as {
-      writeReport(r: DrillResult[], f: string): void | Promise<void>
-    }
-    await mod.writeReport(results, folder)
-  } catch (e) {
-    say(
-      `observe's writeReport unavailable (${e instanceof Error ? e.message : e}): writing report.json only`,
-    )
-    writeFileSync(`${folder}report.json`, `${JSON.stringify(results, null, 2)}\n`)
-  }
 }
 
 function noFigures(): DrillResult['checks']['figures'] {

@@ -64,6 +64,7 @@ export async function restore(ctx: DrillContext): Promise<DrillResult> {
     const pg = new Pgsched(stack.sv, {
       port: restored.port,
       superPassword: stack.cluster.superPassword,
+      root: stack.root,
     })
     await pg.prepare()
     await Promise.all([pg.add('restored-api', 'api'), pg.add('restored-worker', 'worker')])

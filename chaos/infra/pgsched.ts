@@ -5,7 +5,9 @@
  * it reaches HAProxy at the namespace's host side address). Short heartbeat and leader timings so
  * a drill sees a rescue or a new leader within seconds.
  */
+import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { cpSync, mkdirSync, symlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { fileURLToPath } from 'node:url'
 
@@ -18,7 +20,29 @@ import { type Proc, runAsync, type Supervisor } from './supervisor.ts'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 /** The pinned Node 24 (type stripping). */
 const NODE = `${ROOT}node_modules/.bin/node`
-const CLI = `${ROOT}src/runtime/node.ts`
+
+/**
+ * Copies pgsched's code (`src/`, `tasks/`, `package.json`) into `folder` and links
+ * `node_modules`, so every process of one run — restarts included — runs the same code, however
+ * the checkout changes meanwhile. By default the committed code (`git archive HEAD`); with
+ * `PGSCHED_CHAOS_SOURCE=worktree`, the working tree as it is now. Returns the folder.
+ */
+export function snapshotSource(folder: string): string {
+  mkdirSync(folder, { recursive: true })
+  if (process.env.PGSCHED_CHAOS_SOURCE === 'worktree') {
+    for (const p of ['src', 'tasks', 'package.json'])
+      cpSync(`${ROOT}${p}`, `${folder}/${p}`, { recursive: true })
+  } else {
+    const tar = spawnSync('git', ['-C', ROOT, 'archive', 'HEAD', 'src', 'tasks', 'package.json'], {
+      maxBuffer: 1 << 30,
+    })
+    if (tar.status !== 0) throw new Error(`git archive HEAD failed: ${tar.stderr}`)
+    const x = spawnSync('tar', ['-x', '-C', folder], { input: tar.stdout })
+    if (x.status !== 0) throw new Error(`tar -x failed: ${x.stderr}`)
+  }
+  symlinkSync(`${ROOT}node_modules`, `${folder}/node_modules`)
+  return folder
+}
 
 /** What each role prints once it is up. */
 const READY = {
@@ -60,6 +84,8 @@ export interface PgschedOptions {
   host?: string
   /** Database name. @default 'pgsched' */
   database?: string
+  /** The code to run, from {@link snapshotSource}. */
+  root: string
 }
 
 /** The pgsched deployment of a chaos run. */
@@ -72,10 +98,12 @@ export class Pgsched {
   readonly #o: PgschedOptions
   readonly #appPassword = randomBytes(12).toString('hex')
   #token = ''
+  readonly #cli: string
 
   constructor(sv: Supervisor, o: PgschedOptions) {
     this.#sv = sv
     this.#o = o
+    this.#cli = `${o.root}/src/runtime/node.ts`
     this.database = o.database ?? 'pgsched'
     this.apiPort = freePort()
   }
@@ -122,7 +150,11 @@ export class Pgsched {
     } finally {
       await sql.end()
     }
-    await runAsync(NODE, [CLI, 'migrate'], { env: clean(this.env()), timeoutMs: 120_000 })
+    await runAsync(NODE, [this.#cli, 'migrate'], {
+      env: clean(this.env()),
+      cwd: this.#o.root,
+      timeoutMs: 120_000,
+    })
     const db = postgres(this.adminUrl(), { max: 1, onnotice: () => {} })
     try {
       const [role] = await db`SELECT 1 FROM pg_roles WHERE rolname = 'chaos_app'`
@@ -137,9 +169,14 @@ export class Pgsched {
     } finally {
       await db.end()
     }
-    const { out } = await runAsync(NODE, [CLI, 'token', '--sub', 'chaos', '--role', 'admin'], {
-      env: clean(this.env()),
-    })
+    const { out } = await runAsync(
+      NODE,
+      [this.#cli, 'token', '--sub', 'chaos', '--role', 'admin'],
+      {
+        env: clean(this.env()),
+        cwd: this.#o.root,
+      },
+    )
     const token = out.split('\n').find((l) => /^eyJ[\w-]+\.[\w-]+\.[\w-]+$/.test(l.trim()))
     if (!token) throw new Error(`pgsched token printed no token:\n${out}`)
     this.#token = token.trim()
@@ -169,9 +206,9 @@ export class Pgsched {
       // Inside a namespace 127.0.0.1 is the namespace's own loopback.
       env.PGSCHED_METRICS_PORT = String(await freePort())
     }
-    p.proc = await this.#sv.start(`pgsched-${name}`, NODE, [CLI, p.role], {
+    p.proc = await this.#sv.start(`pgsched-${name}`, NODE, [this.#cli, p.role], {
       env,
-      cwd: ROOT,
+      cwd: this.#o.root,
       netns: p.netns?.name,
       ready: READY[p.role],
       readyTimeoutMs: 60_000,

@@ -15,7 +15,7 @@ import { type HaProxy, startHaProxy } from './haproxy.ts'
 import { createNetns, type Netns } from './netns.ts'
 import { type PatroniCluster, startPatroni } from './patroni.ts'
 import { Backrest } from './pgbackrest.ts'
-import { Pgsched } from './pgsched.ts'
+import { Pgsched, snapshotSource } from './pgsched.ts'
 import { type Supervisor, say, until } from './supervisor.ts'
 
 /** Everything a drill acts on. */
@@ -24,6 +24,8 @@ export interface Stack {
   cluster: PatroniCluster
   haproxy: HaProxy
   pgsched: Pgsched
+  /** The pgsched code every process of the run runs (a snapshot). */
+  root: string
   backrest: Backrest
   /** The worker's namespace (`w2` runs in it) and the scheduler's (`b` runs in it). */
   nsWorker: Netns
@@ -64,7 +66,12 @@ export async function startStack(sv: Supervisor): Promise<Stack> {
   backrest.configure(cluster)
   await backrest.createStanza()
   say('pgbackrest stanza created')
-  const pgsched = new Pgsched(sv, { port: haproxy.port, superPassword: cluster.superPassword })
+  const root = snapshotSource(`${sv.folder}/pgsched`)
+  const pgsched = new Pgsched(sv, {
+    port: haproxy.port,
+    superPassword: cluster.superPassword,
+    root,
+  })
   await pgsched.prepare()
   say('pgsched migrated through haproxy, token minted')
   await Promise.all([
@@ -98,6 +105,7 @@ export async function startStack(sv: Supervisor): Promise<Stack> {
     cluster,
     haproxy,
     pgsched,
+    root,
     backrest,
     nsWorker,
     nsScheduler,

@@ -304,6 +304,7 @@ export function runAsync(
     allowFail?: boolean
     env?: Record<string, string>
     timeoutMs?: number
+    cwd?: string
   } = {},
 ): Promise<{ code: number | null; out: string }> {
   let argv = [command, ...args]
@@ -314,6 +315,7 @@ export function runAsync(
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { ...process.env, ...o.env },
+      cwd: o.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let out = ''
