@@ -18,6 +18,8 @@ export interface SqlOptions {
   applicationName?: string
   /** Seconds to wait for a connection before failing. @default 10 */
   connectTimeoutSeconds?: number
+  /** Settings each session starts with (startup parameters, e.g. idle_session_timeout). */
+  settings?: Record<string, string>
 }
 
 /**
@@ -57,7 +59,7 @@ export function createSql(url: string, options: SqlOptions = {}): SqlPool {
   const sql = postgres(url, {
     max: options.max ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
-    connection: { application_name: options.applicationName ?? 'pgsched' },
+    connection: { application_name: options.applicationName ?? 'pgsched', ...options.settings },
     // Seconds before reconnecting after the n-th failed attempt. postgres.js' default grows to
     // 20 s, so a process whose database was away for a few seconds would stall for many more
     // after it came back (heartbeats late, workers declared dead). Capped at one second.

@@ -67,17 +67,9 @@ export class Elector {
 
   async #campaign(): Promise<void> {
     const { logger, pollMs } = this.#o
-    // Not a connection reserved from the shared pool: postgres.js crashes the process when a
-    // query is sent on a reserved connection whose socket has closed (porsager/postgres#1208),
-    // and a pool of one reconnects by itself. A reconnect is a new session without the lock,
-    // which the leader's check (the lock held by this backend, in pg_locks) notices.
-    const conn = createSql(this.#o.url, {
-      max: 1,
-      applicationName: 'pgsched-leader',
-      connectTimeoutSeconds: Math.max(1, Math.ceil(pollMs / 1000)),
-    })
+    let conn = this.#connect()
     // A query that hangs (database frozen, network cut) must not keep a stale leader leading.
-    const bounded = <T>(p: Promise<T>) => withTimeout(p, Math.max(pollMs, 1000))
+    const bounded = <T>(p: Promise<T>) => withTimeout(p, answerTimeoutMs(pollMs))
     while (this.#running) {
       let error: unknown
       try {
@@ -94,7 +86,15 @@ export class Elector {
       } catch (e) {
         error = e
         if (this.#running) logger.warn({ err: e }, 'scheduler: leadership check failed')
-        await this.#stepDown(conn)
+        if (e instanceof NoAnswer) {
+          // The connection may be stuck on a dead path (a partition, a primary gone without a
+          // word) until TCP gives up, minutes later: every later query would queue behind the
+          // hung one. Drop it and campaign on a fresh one, a new session holding nothing.
+          const stuck = conn
+          conn = this.#connect()
+          void stuck.end({ timeout: 0 }).catch(() => {})
+        }
+        await this.#stepDown(e instanceof NoAnswer ? undefined : conn)
       }
       this.#o.onPass?.(error)
       await sleep(jitter(pollMs), this.#abort.signal)
@@ -103,9 +103,30 @@ export class Elector {
     await conn.end({ timeout: 1 }).catch(() => {})
   }
 
-  async #stepDown(conn: SqlPool): Promise<void> {
+  // Not a connection reserved from the shared pool: postgres.js crashes the process when a query
+  // is sent on a reserved connection whose socket has closed (porsager/postgres#1208), and a pool
+  // of one reconnects by itself. A reconnect is a new session without the lock, which the
+  // leader's check (the lock held by this backend, in pg_locks) notices.
+  #connect(): SqlPool {
+    const { pollMs, holder } = this.#o
+    return createSql(this.#o.url, {
+      max: 1,
+      // Operators find the leader's session by it (pg_stat_activity); Postgres keeps 63 bytes.
+      applicationName: `pgsched-leader ${holder}`,
+      connectTimeoutSeconds: Math.max(1, Math.ceil(pollMs / 1000)),
+      // The server ends this session once it has heard nothing for that long, which frees the
+      // lock of a leader cut off from it (partitioned, frozen) even when its TCP connection
+      // stays open: through a proxy such as HAProxy, or with packets silently dropped. A live
+      // elector is never that idle (it asks every poll interval), and a cut-off leader has
+      // stepped down before (its check gets no answer within answerTimeoutMs).
+      settings: { idle_session_timeout: String(sessionIdleTimeoutMs(pollMs)) },
+    })
+  }
+
+  /** Stops leading; `conn`, the session that may hold the lock, releases it (none: a new one). */
+  async #stepDown(conn: SqlPool | undefined): Promise<void> {
     // Session locks are re-entrant: release every hold, in case the session survived.
-    await withTimeout(leaderReleaseAll(conn), 1000).catch(() => {})
+    if (conn) await withTimeout(leaderReleaseAll(conn), 1000).catch(() => {})
     if (!this.#leader) return
     this.#leader = false
     this.#o.logger.info({ holder: this.#o.holder }, 'scheduler: stepped down')
@@ -115,15 +136,32 @@ export class Elector {
   }
 }
 
+/** How long a poll waits for the database before the elector steps down: a poll interval, at least 1 s. */
+function answerTimeoutMs(pollMs: number): number {
+  return Math.max(pollMs, 1000)
+}
+
+/**
+ * The elector's session's idle_session_timeout: three poll intervals, at least 3 s. It must exceed
+ * the longest a cut-off leader can go on leading, the poll interval (+10 % jitter) plus
+ * answerTimeoutMs, so that its lock is never freed for another while it still leads.
+ */
+export function sessionIdleTimeoutMs(pollMs: number): number {
+  return Math.max(3 * pollMs, 3000)
+}
+
 // ±10 % so that followers started together do not poll in lockstep.
 function jitter(ms: number): number {
   return Math.round(ms * (0.9 + Math.random() * 0.2))
 }
 
+/** A query that got no answer in time. */
+class NoAnswer extends Error {}
+
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer from the database in ${ms} ms`)), ms)
+    timer = setTimeout(() => reject(new NoAnswer(`no answer from the database in ${ms} ms`)), ms)
   })
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }
