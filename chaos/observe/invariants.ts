@@ -284,7 +284,7 @@ async function workerDeaths(
 ): Promise<Death[]> {
   const rows = await sql<{ name: string; stopped_at: Date }[]>`
     SELECT name, stopped_at FROM pgsched.workers
-    WHERE state = 'dead' AND stopped_at >= ${new Date(timeline.start)}`
+    WHERE state = 'dead' AND stopped_at BETWEEN ${new Date(timeline.start)} AND ${new Date(timeline.end)}`
   const all: Death[] = [
     ...timeline.workerDeaths.map((d) => ({ ...d, source: 'sampled' })),
     ...rows.map((r) => ({ worker: r.name, at: r.stopped_at.getTime(), source: 'pgsched.workers' })),
