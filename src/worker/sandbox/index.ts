@@ -273,6 +273,7 @@ class SandboxImpl implements Sandbox {
         hits,
         statusFromBwrap: this.mode === 'bwrap',
         started: this.mode !== 'bwrap' || sandboxInitPid(end.info) !== null,
+        rlimitOnly: { memory: !this.cgroups?.memory, processes: !this.cgroups?.pids },
       })
     } catch (e) {
       return failed(`could not prepare the job's sandbox: ${coerceError(e).message}`)

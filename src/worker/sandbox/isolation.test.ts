@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import {
   chmodSync,
@@ -20,15 +19,15 @@ import {
   attemptFolders,
   marker,
   mentioning,
+  NOBODY,
   type SandboxBundle,
   setupSandbox,
   sleepers,
+  workerRun,
 } from './test-support.ts'
 
 // Every test here is an attack a job could try; each one succeeds against a plain
 // `/bin/sh -c` run as the (root) worker in its project folder.
-
-const FIXTURE = new URL('./fixture-worker.ts', import.meta.url).pathname
 
 /** A temporary project folder laid out like a dev worker's, with secrets in its data folder. */
 function makeProject(
@@ -51,49 +50,6 @@ function makeProject(
     }
   }
   return { dir, jwt, password }
-}
-
-// The uid and gid of `nobody` and `nogroup` on Debian: a worker that is not root.
-const NOBODY = 65534
-
-/**
- * Runs commands in a fresh worker process with secrets in its environment and `cwd` as its
- * folder, as root or (`asNobody`) as a plain user; returns what it said when ready and each result.
- */
-async function workerRun(
-  mode: SandboxMode,
-  cwd: string,
-  env: Record<string, string>,
-  commands: string[],
-  asNobody = false,
-): Promise<{ ready: string; results: CommandResult[] }> {
-  const scratchRoot = mkdtempSync(join(tmpdir(), 'pgsched-sandbox-test-'))
-  if (asNobody) chownSync(scratchRoot, NOBODY, NOBODY)
-  const argv = [process.execPath, FIXTURE, mode, scratchRoot, ...commands]
-  const asUser = asNobody
-    ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--']
-    : []
-  const [file, ...args] = [...asUser, ...argv] as [string, ...string[]]
-  try {
-    const child = spawn(file, args, {
-      cwd,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    })
-    let out = ''
-    child.stdout.on('data', (c: Buffer) => {
-      out += c.toString()
-    })
-    const code = await new Promise((resolve) => child.on('close', resolve))
-    expect(code).toBe(0)
-    const [first, ...results] = out
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l))
-    return { ready: first.ready, results }
-  } finally {
-    rmSync(scratchRoot, { recursive: true, force: true })
-  }
 }
 
 /** workerRun as root, in a mode that must be ready. */

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { JOB_LIMITS_DEFAULT } from '../../core/config.ts'
 import type { JobLimits } from '../../core/types.ts'
-import { type SandboxBundle, setupSandbox } from './test-support.ts'
+import { type SandboxBundle, setupSandbox, workerRun } from './test-support.ts'
+import { sandboxVerdict } from './verdict.ts'
 
 // Without limits each of these commands would run to the end (or eat the machine) and succeed.
 
@@ -64,5 +65,54 @@ describe.each(['bwrap', 'rlimits'] as const)('%s mode: a job past its limit', (m
       outcome: 'succeeded',
       output: `${cpu_seconds}\n${file_size_mb * 2048}\n`,
     })
+  })
+})
+
+describe('a worker without a cgroup', () => {
+  // Not root, the worker has no cgroup here (v1 cannot be delegated): memory and processes are
+  // RLIMIT_AS and RLIMIT_NPROC alone, whose hits nothing records. The error says so.
+  const note = `limits in force via rlimits, with no cgroup to record a hit: memory 32 MiB, processes 10; a hit shows only as the program's own failure`
+
+  it('names the rlimits in force when a job fails, since a hit looks like any failure', async () => {
+    const { ready, results } = await workerRun(
+      'bwrap',
+      '/',
+      { PGSCHED_FIXTURE_LIMITS: JSON.stringify({ memory_mb: 32, max_processes: 10 }) },
+      ['head -c 200m /dev/zero | tail', 'for i in $(seq 20); do sleep 5 & done; wait'],
+      true,
+    )
+    expect(ready).toBe('bwrap')
+    const [memory, processes] = results
+    expect(memory).toMatchObject({ outcome: 'failed', exitCode: 1 })
+    expect(memory?.output).toContain('memory exhausted')
+    expect(memory?.error).toBe(`exited with code 1 (${note})`)
+    expect(processes).toMatchObject({ outcome: 'failed' })
+    expect(processes?.output).toContain('Cannot fork')
+    expect(processes?.error).toBe(`exited with code ${processes?.exitCode} (${note})`)
+  }, 30_000)
+
+  it('says nothing of the limits that a cgroup enforces', () => {
+    const end = {
+      code: 1,
+      signal: null,
+      output: '',
+      startError: null,
+      stopReason: null,
+      info: '',
+    }
+    const verdict = (memory: boolean, processes: boolean) =>
+      sandboxVerdict(end, {
+        timeoutMs: 1_000,
+        limits: { ...JOB_LIMITS_DEFAULT, memory_mb: 512, max_processes: 256 },
+        hits: { memory: false, processes: false },
+        statusFromBwrap: false,
+        started: true,
+        rlimitOnly: { memory, processes },
+      }).error
+    expect(verdict(false, false)).toBe('exited with code 1')
+    expect(verdict(true, false)).toBe(
+      "exited with code 1 (limits in force via rlimits, with no cgroup to record a hit: memory 512 MiB; a hit shows only as the program's own failure)",
+    )
+    expect(verdict(false, true)).toContain('no cgroup to record a hit: processes 256;')
   })
 })

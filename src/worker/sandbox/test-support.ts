@@ -2,13 +2,15 @@
  * @module Helpers for the sandbox tests: a sandbox per mode in a temporary scratch root, unique
  * process markers, and a view of the host's processes. Not used by production code.
  */
+import { spawn } from 'node:child_process'
 import { randomInt } from 'node:crypto'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { chownSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { JOB_LIMITS_DEFAULT } from '../../core/config.ts'
 import type { Logger, SandboxMode } from '../../core/types.ts'
 import { prepareSandbox, type Sandbox, type SandboxSettings } from './index.ts'
+import type { CommandResult } from './process.ts'
 
 /** A prepared sandbox, its scratch root and what it logged. */
 export interface SandboxBundle {
@@ -102,4 +104,50 @@ export function attemptFolders(scratchRoot: string): string[] {
     }
   }
   return out
+}
+
+// The uid and gid of `nobody` and `nogroup` on Debian: a worker that is not root.
+export const NOBODY = 65534
+
+const FIXTURE = new URL('./fixture-worker.ts', import.meta.url).pathname
+
+/**
+ * Runs commands in a fresh worker process (fixture-worker.ts) with `env` as its environment and
+ * `cwd` as its folder, as root or (`asNobody`) as a plain user; returns what it said when ready
+ * and each result.
+ */
+export async function workerRun(
+  mode: SandboxMode,
+  cwd: string,
+  env: Record<string, string>,
+  commands: string[],
+  asNobody = false,
+): Promise<{ ready: string; results: CommandResult[] }> {
+  const scratchRoot = mkdtempSync(join(tmpdir(), 'pgsched-sandbox-test-'))
+  if (asNobody) chownSync(scratchRoot, NOBODY, NOBODY)
+  const argv = [process.execPath, FIXTURE, mode, scratchRoot, ...commands]
+  const asUser = asNobody
+    ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--']
+    : []
+  const [file, ...args] = [...asUser, ...argv] as [string, ...string[]]
+  try {
+    const child = spawn(file, args, {
+      cwd,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let out = ''
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString()
+    })
+    const code = await new Promise((resolve) => child.on('close', resolve))
+    if (code !== 0) throw new Error(`the fixture worker exited with ${code}: ${out}`)
+    const [first, ...results] = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+    return { ready: first.ready, results }
+  } finally {
+    rmSync(scratchRoot, { recursive: true, force: true })
+  }
 }

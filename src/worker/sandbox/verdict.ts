@@ -22,6 +22,11 @@ interface VerdictContext {
   statusFromBwrap: boolean
   /** bwrap: whether it got as far as starting the command (it reported its init's pid). */
   started: boolean
+  /**
+   * The limits only an rlimit enforced, with no cgroup to record a hit: RLIMIT_AS makes an
+   * allocation fail and RLIMIT_NPROC a fork, which the program reports in its own way.
+   */
+  rlimitOnly: { memory: boolean; processes: boolean }
 }
 
 /** Turns how the process ended into a result that names the limit that stopped it. */
@@ -41,7 +46,22 @@ export function sandboxVerdict(end: ProcessEnd, ctx: VerdictContext): CommandRes
       error: `${plain.error}; process limit of ${ctx.limits.max_processes} exceeded`,
     }
   }
-  return plain
+  const unseen = unseenLimits(ctx)
+  return unseen === null ? plain : { ...plain, error: `${plain.error} (${unseen})` }
+}
+
+/**
+ * The limits a failure may have come from without anything recording it. Nothing tells such a
+ * hit from any other failure (the program's "Cannot allocate memory" is its own words), so the
+ * error says which limits were in force rather than guess.
+ */
+function unseenLimits(ctx: VerdictContext): string | null {
+  const limits = [
+    ...(ctx.rlimitOnly.memory ? [`memory ${ctx.limits.memory_mb} MiB`] : []),
+    ...(ctx.rlimitOnly.processes ? [`processes ${ctx.limits.max_processes}`] : []),
+  ]
+  if (limits.length === 0) return null
+  return `limits in force via rlimits, with no cgroup to record a hit: ${limits.join(', ')}; a hit shows only as the program's own failure`
 }
 
 /**
