@@ -127,6 +127,15 @@ describe('a command job', () => {
     )
   })
 
+  it('leaves no process behind when it times out, even one that escaped with setsid', async () => {
+    const [a, b] = [marker(), marker()]
+    const run = await runAsMallory(`(setsid sleep ${a} &) ; sleep ${b}`, { timeout_seconds: 1 })
+    expect(run.status).toBe('dead')
+    expect(run.attempts.map((x) => x.outcome)).toEqual(['timed_out'])
+    expect(mentioning(a)).toEqual([])
+    expect(mentioning(b)).toEqual([])
+  })
+
   it('is stopped at its memory limit and the attempt says so', async () => {
     const run = await runAsMallory('perl -e \'$x = "a" x (200 * 1024 * 1024); print length($x)\'', {
       limits: { memory_mb: 64 },
@@ -208,6 +217,43 @@ describe('a command job', () => {
       return x && ['succeeded', 'dead'].includes(x.status) ? x : undefined
     }, 30_000)
     expect(run.output).toContain('hello from the host')
+  })
+})
+
+describe('a worker stopped with SIGTERM', () => {
+  let worker: Service | undefined
+  afterAll(async () => {
+    worker?.child.kill('SIGKILL')
+  })
+
+  it('hands its runs back and leaves nothing of them running, not even a setsid escapee', async () => {
+    await inProcess.stop()
+    worker = await startPgsched('worker', {
+      DATABASE_URL: t.url,
+      PGSCHED_WORKER_CONCURRENCY: '2',
+      PGSCHED_SHUTDOWN_GRACE_SECONDS: '0',
+      PGSCHED_LOG_LEVEL: 'info',
+    })
+    const [a, b] = [marker(), marker()]
+    const job = await t.request('POST', '/v1/jobs', {
+      token: mallory,
+      body: { name: 'handed-back', command: `(setsid sleep ${a} &) ; sleep ${b}`, max_retries: 0 },
+    })
+    expect(job.status).toBe(201)
+    await waitFor(
+      () => mentioning(a).length > 0 && mentioning(b).length > 0,
+      20_000,
+      'the job to be running',
+    )
+    worker.child.kill('SIGTERM')
+    expect(await worker.exited).toBe(0)
+    expect(mentioning(a)).toEqual([])
+    expect(mentioning(b)).toEqual([])
+    const runs = await t.request('GET', `/v1/jobs/${job.body.job_id}/runs`, { token: mallory })
+    expect(runs.body.items[0].status).toBe('queued')
+    // Nobody else takes it here; cancel it so that the next worker does not.
+    const cancel = await t.request('DELETE', `/v1/jobs/${job.body.job_id}`, { token: mallory })
+    expect(cancel.status).toBe(200)
   })
 })
 
