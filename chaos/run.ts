@@ -111,9 +111,7 @@ async function main(): Promise<number> {
   say(
     `${results.length - failed.length}/${results.length} drills passed in ${((Date.now() - t0) / 1000).toFixed(0)} s; report in ${folder}REPORT.md; logs in ${sv.folder}/logs`,
   )
-  for (const r of failed)
-    say(`FAILED: drill ${r.number} ${r.drill}${r.error ? `: ${r.error}` : ''}`)
-  return failed.length ? 1 : 0
+  return failed.length || !outcome.passed ? 1 : 0
 }
 
 function noFigures(): DrillResult['checks']['figures'] {

@@ -34,16 +34,19 @@ export function workerKill(ctx: DrillContext): Promise<DrillResult> {
       return `SIGKILL worker w1 (pid ${pid}) while it ran run ${lostRun}; restarted it`
     },
     async recovered() {
-      // The dead worker declared dead and the run it held attempted again.
+      // The dead worker declared dead, nothing left running on it, the restarted w1 heartbeating.
+      const pid = stack.pgsched.get('w1').proc!.pid
       const rows = await adminQuery(
         stack,
-        (sql) => sql<{ dead: boolean; retried: boolean }[]>`
+        (sql) => sql<{ dead: boolean; held: boolean; back: boolean }[]>`
           SELECT
             (SELECT bool_and(state <> 'active') FROM pgsched.workers WHERE name = ANY(${killed})) AS dead,
-            EXISTS (SELECT 1 FROM pgsched.run_attempts WHERE run_id = ${lostRun!}::bigint
-                    AND worker <> ALL(${killed})) AS retried`,
+            EXISTS (SELECT 1 FROM pgsched.run_attempts
+                    WHERE worker = ANY(${killed}) AND outcome = 'running') AS held,
+            EXISTS (SELECT 1 FROM pgsched.workers
+                    WHERE name LIKE ${`${HOST}:${pid}:%`} AND state = 'active') AS back`,
       )
-      return rows[0]?.dead && rows[0].retried
+      return rows[0]?.dead && !rows[0].held && rows[0].back
     },
     checkOptions: () => ({ expectDead: killed }),
     notes: () => [`worker names killed: ${killed.join(', ')}; run ${lostRun} was running on it`],

@@ -56,10 +56,14 @@ export function createNetns(sv: Supervisor, index: number): Netns {
       const set = `{ ${ports.join(', ')} }`
       const rules = [
         'table inet pgsched_chaos {',
-        '  chain out { type filter hook output priority 0; policy accept;',
-        `    ip daddr ${hostAddress} tcp dport ${set} drop }`,
-        '  chain in { type filter hook input priority 0; policy accept;',
-        `    ip saddr ${hostAddress} tcp sport ${set} drop }`,
+        '  chain out {',
+        '    type filter hook output priority 0; policy accept;',
+        `    ip daddr ${hostAddress} tcp dport ${set} drop`,
+        '  }',
+        '  chain in {',
+        '    type filter hook input priority 0; policy accept;',
+        `    ip saddr ${hostAddress} tcp sport ${set} drop`,
+        '  }',
         '}',
       ].join('\n')
       run('sh', ['-c', `printf '%s\\n' "$RULES" | ip netns exec ${name} nft -f -`], {
