@@ -165,6 +165,7 @@ describe('checkInvariants', () => {
       'cron-live-windows-fired',
       'cron-catch-up-once',
       'no-worker-dead-outside-fault',
+      'api-answers-fast',
     ])
     expect(result.figures).toMatchObject({
       rpoJobsLost: 0,
@@ -292,6 +293,53 @@ describe('checkInvariants', () => {
     expect(failed(await check(h, { expectDead: [`gone-${h.t0}`] }))).toEqual([])
   })
 
+  it('names REST answers that hung or were not a 503', async () => {
+    const h = await history()
+    h.timeline.refusals.push(
+      {
+        via: 'rest',
+        at: h.t0 + 27_000,
+        sentAt: h.t0 + 19_000,
+        status: null,
+        ms: 8_000,
+        error: 'TimeoutError',
+      },
+      {
+        via: 'rest',
+        at: h.t0 + 20_010,
+        sentAt: h.t0 + 20_000,
+        status: 500,
+        ms: 10,
+        error: 'internal',
+      },
+      // SQL refusals are not the API's answers.
+      {
+        via: 'sql',
+        at: h.t0 + 21_000,
+        sentAt: h.t0 + 20_000,
+        status: null,
+        ms: 1_000,
+        error: 'ECONNRESET',
+      },
+    )
+    const result = await check(h)
+    expect(failed(result)).toEqual(['api-answers-fast'])
+    expect(named(result, 'api-answers-fast').ids).toEqual([
+      `TimeoutError after 8.0 s, sent ${new Date(h.t0 + 19_000).toISOString()}`,
+      `500 after 0.0 s, sent ${new Date(h.t0 + 20_000).toISOString()}`,
+    ])
+    expect(result.figures.slowestAnswerDownMs).toBe(8_000)
+    expect(failed(await check(h, { slowAnswerMs: 10_000 }))).toEqual(['api-answers-fast'])
+  })
+
+  it('after a restore to a point in time, names a job submitted after the point that exists', async () => {
+    const h = await history()
+    // Jobs 0-2 were sent before the point (2, 3 and 4 s); 3, 4 and 5 after it, yet they exist.
+    const result = await check(h, { pointInTime: h.t0 + 4_500 })
+    expect(failed(result)).toEqual(['restore-point-respected'])
+    expect(named(result, 'restore-point-respected').ids).toEqual(h.jobs.slice(3))
+  })
+
   it('skips the checks it is told to, and counts only acknowledgements up to a point in time', async () => {
     const h = await history()
     h.acks.push({
@@ -301,7 +349,10 @@ describe('checkInvariants', () => {
       sentAt: h.t0 + 34_990,
       kind: 'quick',
     })
-    expect(failed(await check(h, { pointInTime: h.t0 + 30_000 }))).toEqual([])
+    h.acks = h.acks.filter((a) => a.jobId !== h.jobs[5])
+    const restored = await check(h, { pointInTime: h.t0 + 30_000 })
+    expect(failed(restored)).toEqual([])
+    expect(named(restored, 'restore-point-respected').details).toContain('none of the 1 jobs')
     const skipped = await check(h, { skip: ['acknowledged-exist'] })
     expect(failed(skipped)).toEqual([])
     expect(named(skipped, 'acknowledged-exist').details).toMatch(/^skipped/)

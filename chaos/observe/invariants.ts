@@ -171,6 +171,30 @@ async function check(
   const expected = new Set(options.expectDead ?? [])
   const wrongDeaths = deaths.filter((d) => !expected.has(d.worker) && !inFault(d.at))
 
+  // 6. The API answers fast while the database is away, and its refusals are 503s.
+  const slowMs = options.slowAnswerMs ?? 5_000
+  const badAnswers = [
+    ...acks
+      .filter((a) => a.via === 'rest')
+      .map((a) => ({ ...a, status: 201 as number | null, error: '' })),
+    ...timeline.refusals.filter((r) => r.via === 'rest'),
+  ]
+    .filter((a) => a.at - a.sentAt > slowMs || (a.status !== 201 && a.status !== 503))
+    .sort((a, b) => a.sentAt - b.sentAt)
+    .map(
+      (a) =>
+        `${a.status ?? a.error} after ${((a.at - a.sentAt) / 1000).toFixed(1)} s, sent ${new Date(a.sentAt).toISOString()}`,
+    )
+
+  // 7. After a restore to a point in time: nothing submitted after the point exists.
+  const point = options.pointInTime
+  const sentAfter = point === undefined ? [] : allAcks.filter((a) => a.sentAt > point)
+  const present = await jobStates(
+    sql,
+    sentAfter.map((a) => a.jobId),
+  )
+  const afterPoint = sentAfter.filter((a) => present.has(a.jobId)).map((a) => a.jobId)
+
   const checks: Check[] = [
     verdict(
       'acknowledged-exist',
@@ -218,6 +242,22 @@ async function check(
       `${deaths.length} workers declared dead, ${deaths.length - wrongDeaths.length} of them expected or within the fault window`,
       `workers declared dead outside the fault window: ${list(wrongDeaths.map((d) => `${d.worker} at ${new Date(d.at).toISOString()} (${d.source})`))}`,
     ),
+    verdict(
+      'api-answers-fast',
+      badAnswers,
+      `every REST answer within ${slowMs / 1000} s, every refusal a 503`,
+      `${badAnswers.length} REST answers were slow (over ${slowMs / 1000} s) or not a 503: ${list(badAnswers)}`,
+    ),
+    ...(point === undefined
+      ? []
+      : [
+          verdict(
+            'restore-point-respected',
+            afterPoint,
+            `none of the ${sentAfter.length} jobs submitted after ${new Date(point).toISOString()} exists`,
+            `${afterPoint.length} jobs submitted after the restore point exist: ${list(afterPoint)}`,
+          ),
+        ]),
   ].map((c) =>
     skip.has(c.name) ? { name: c.name, passed: true, details: `skipped (${c.details})` } : c,
   )
@@ -328,8 +368,8 @@ function measure(
     : 0
   const answersDown = [
     ...timeline.refusals.filter((r) => r.via === 'rest'),
-    ...acks.filter((a) => a.via === 'rest').map((a) => ({ at: a.at, ms: a.at - a.sentAt })),
-  ].filter((a) => a.at >= windows.faultStart && a.at <= windows.recovered + found.margin)
+    ...acks.filter((a) => a.via === 'rest').map((a) => ({ sentAt: a.sentAt, ms: a.at - a.sentAt })),
+  ].filter((a) => a.sentAt >= from && a.sentAt <= windows.recovered + found.margin)
   return {
     rtoSubmissionsMs,
     rtoSchedulerMs: longestGap(

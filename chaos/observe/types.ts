@@ -148,6 +148,8 @@ export type CheckName =
   | 'cron-live-windows-fired'
   | 'cron-catch-up-once'
   | 'no-worker-dead-outside-fault'
+  | 'api-answers-fast'
+  | 'restore-point-respected'
 
 /** One invariant's verdict. */
 export interface Check {
@@ -171,7 +173,7 @@ export interface Figures {
   rpoJobsLost: number
   /** (job, scheduled_for) pairs with more than one run, plus runs that executed concurrently with themselves. */
   duplicates: number
-  /** The slowest REST answer between the fault and recovery, ms. */
+  /** The slowest REST answer to a request sent between the fault and recovery (± margin), ms. */
   slowestAnswerDownMs: number | null
   acknowledged: number
   refused: number
@@ -196,8 +198,13 @@ export interface CheckOptions {
   marginMs?: number
   /** Workers killed on purpose: their being declared dead is expected, whenever it happens. */
   expectDead?: string[]
-  /** Only acknowledgements at or before this instant must exist (the restore drill's point in time). */
+  /**
+   * The restore drill's point in time: only acknowledgements at or before it must exist, and no
+   * submission sent after it may exist (check `restore-point-respected`, run only with this set).
+   */
   pointInTime?: number
+  /** A REST answer slower than this is a hang (check `api-answers-fast`). @default 5000 */
+  slowAnswerMs?: number
   /** Checks not to run (reported as skipped in the details). */
   skip?: CheckName[]
 }

@@ -89,8 +89,10 @@ export async function startWorkload(
     void p.finally(() => inFlight.delete(p))
   }
 
-  /** POSTs one job; resolves to the job id on a 201, records a refusal otherwise. */
-  const restSubmit = async (body: Record<string, unknown>): Promise<string | null> => {
+  /** POSTs one job; resolves to its id and times on a 201, records a refusal otherwise. */
+  const restSubmit = async (
+    body: Record<string, unknown>,
+  ): Promise<{ id: string; at: number; sentAt: number } | null> => {
     const sentAt = Date.now()
     try {
       const res = await fetch(`${target.apiUrl}/v1/jobs`, {
@@ -105,7 +107,7 @@ export async function startWorkload(
       row.answerMsMax = Math.max(row.answerMsMax ?? 0, at - sentAt)
       if (res.status === 201) {
         const id = String((JSON.parse(text) as { job_id: number | string }).job_id)
-        return id
+        return { id, at, sentAt }
       }
       refuse({
         via: 'rest',
@@ -132,14 +134,13 @@ export async function startWorkload(
         : i % 2 === 0
           ? { name: `${WORKLOAD_JOB_PREFIX}rest-${i}`, task: 'echo', payload: { i } }
           : { name: `${WORKLOAD_JOB_PREFIX}rest-${i}`, command: 'true' }
-    const sentAt = Date.now()
     track(
       restSubmit({
         ...body,
         backoff_base_seconds: BACKOFF_BASE_SECONDS,
         timeout_seconds: 120,
-      }).then((id) => {
-        if (id) acknowledge({ jobId: id, via: 'rest', at: Date.now(), sentAt, kind })
+      }).then((ok) => {
+        if (ok) acknowledge({ jobId: ok.id, via: 'rest', at: ok.at, sentAt: ok.sentAt, kind })
       }),
     )
   }
@@ -244,16 +245,16 @@ export async function startWorkload(
   // The cron job first: its ticks are a series of the timeline from the start.
   const cronDeadline = Date.now() + 30_000
   while (!cronJobId && Date.now() < cronDeadline) {
-    const id = await restSubmit({
+    const ok = await restSubmit({
       name: `${WORKLOAD_JOB_PREFIX}cron`,
       task: 'echo',
       payload: { cron: true },
       schedule: '* * * * * *',
       backoff_base_seconds: BACKOFF_BASE_SECONDS,
     })
-    if (id) {
-      cronJobId = id
-      cronCreatedAt = Date.now()
+    if (ok) {
+      cronJobId = ok.id
+      cronCreatedAt = ok.at
     } else await new Promise((r) => setTimeout(r, 1_000))
   }
 
