@@ -137,16 +137,25 @@ describe.each(['parent', 'link'] as const)('PGSCHED_TRACE_LINK_MODE=%s', (mode) 
         'pgsched.attempt': n,
         'pgsched.outcome': outcome,
       })
+      // The claim that started the attempt: one CLIENT span per claim transaction, linked.
+      const claims = receiver.spans.filter(
+        (s) =>
+          s.kind === KIND.client &&
+          s.name === 'receive traced' &&
+          span.links.some((l) => l.spanId === s.spanId && l.traceId === s.traceId),
+      )
+      expect(claims, listSpans(receiver.spans)).toHaveLength(1)
+      const claimLink = { traceId: claims[0]!.traceId, spanId: claims[0]!.spanId }
       if (mode === 'parent') {
         // One trace holds the story: each attempt is a child of the submission.
         expect(span.traceId).toBe(clientTrace)
         expect(span.parentSpanId).toBe(producer!.spanId)
-        expect(span.links).toEqual([])
+        expect(span.links).toEqual([claimLink])
       } else {
         // Each attempt is a trace of its own, linked to the submission.
         expect(span.traceId).not.toBe(clientTrace)
         expect(span.parentSpanId).toBe('')
-        expect(span.links).toContainEqual({ traceId: clientTrace, spanId: producer!.spanId })
+        expect(span.links).toEqual([{ traceId: clientTrace, spanId: producer!.spanId }, claimLink])
       }
       // The command and the result write are children of the attempt.
       const children = receiver.spans.filter((s) => s.parentSpanId === span.spanId)

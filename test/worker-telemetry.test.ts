@@ -3,8 +3,8 @@
  * exporter, a metric reader collected on demand): a task that succeeds, a command that fails,
  * is retried once and is dead-lettered, and a command that succeeds, in both trace link modes.
  * Each attempt is a `process {queue}` CONSUMER span under (parent) or linked to (link) the
- * submitter's traceparent, with its claim, command and result write as children; the metrics
- * count what happened.
+ * submitter's traceparent, with its command and result write as children and a link to the
+ * claim (one `receive` CLIENT span per claim transaction); the metrics count what happened.
  */
 import { context, metrics, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
@@ -168,18 +168,43 @@ describe.each(['link', 'parent'] as const)('traceLinkMode %s', (mode) => {
   }
 
   /** Checks how a process span relates to the caller's span in this mode. */
+  /** The attempt's links other than to its claim. */
+  const callerLinks = (process: ReadableSpan) =>
+    process.links.filter((l) => l.attributes?.['messaging.operation.type'] !== 'receive')
+
   function expectFromCaller(process: ReadableSpan, caller: { traceId: string; spanId: string }) {
     if (mode === 'parent') {
       expect(traceOf(process)).toBe(caller.traceId)
       expect(process.parentSpanContext?.spanId).toBe(caller.spanId)
-      expect(process.links).toEqual([])
+      expect(callerLinks(process)).toEqual([])
     } else {
       expect(traceOf(process)).not.toBe(caller.traceId)
       expect(process.parentSpanContext).toBeUndefined()
-      expect(process.links.map((l) => l.context)).toEqual([
+      expect(callerLinks(process).map((l) => l.context)).toEqual([
         expect.objectContaining({ traceId: caller.traceId, spanId: caller.spanId }),
       ])
     }
+  }
+
+  /** The attempt links to one finished `receive {queue}` CLIENT span: the claim that started it. */
+  function expectClaim(process: ReadableSpan, queue: string): ReadableSpan {
+    const links = process.links.filter(
+      (l) => l.attributes?.['messaging.operation.type'] === 'receive',
+    )
+    expect(links).toHaveLength(1)
+    const claim = spans
+      .getFinishedSpans()
+      .find((s) => idOf(s) === links[0]!.context.spanId && traceOf(s) === links[0]!.context.traceId)
+    expect(claim, listSpans()).toBeDefined()
+    expect(claim!.name).toBe(`receive ${queue}`)
+    expect(claim!.kind).toBe(SpanKind.CLIENT)
+    expect(claim!.attributes).toMatchObject({
+      'messaging.system': 'pgsched',
+      'messaging.destination.name': queue,
+      'messaging.operation.type': 'receive',
+    })
+    expect(claim!.attributes['messaging.batch.message_count']).toBeGreaterThanOrEqual(1)
+    return claim!
   }
 
   it('counts busy and total slots per worker while a run holds a slot', async () => {
@@ -235,18 +260,14 @@ describe.each(['link', 'parent'] as const)('traceLinkMode %s', (mode) => {
     expect(process.status.code).toBe(SpanStatusCode.UNSET)
     expectFromCaller(process, caller)
 
-    // The story in order: the claim, then (no command) the result write.
-    expect(children.map((s) => [s.name, s.kind])).toEqual([
-      ['receive fast', SpanKind.CLIENT],
-      ['settle fast', SpanKind.CLIENT],
-    ])
-    const [receive, settle] = children
-    expect(receive!.attributes).toMatchObject({ 'pgsched.run_id': runId, 'pgsched.attempt': 1 })
+    // The claim it was started by, then (no command) its one child: the result write.
+    expectClaim(process, 'fast')
+    expect(children.map((s) => [s.name, s.kind])).toEqual([['settle fast', SpanKind.CLIENT]])
+    const [settle] = children
     expect(settle!.attributes).toMatchObject({
-      'pgsched.run_id': runId,
+      'messaging.destination.name': 'fast',
       'pgsched.run_status': 'succeeded',
     })
-    expect(traceOf(receive!)).toBe(traceOf(process))
     expect(traceOf(settle!)).toBe(traceOf(process))
   })
 
@@ -283,8 +304,9 @@ describe.each(['link', 'parent'] as const)('traceLinkMode %s', (mode) => {
       })
       expect(process.status.code).toBe(SpanStatusCode.ERROR)
       expectFromCaller(process, caller)
-      expect(children.map((s) => s.name)).toEqual(['receive flaky', 'exec', 'settle flaky'])
-      const exec = children[1]!
+      expectClaim(process, 'flaky')
+      expect(children.map((s) => s.name)).toEqual(['exec', 'settle flaky'])
+      const exec = children[0]!
       expect(exec.kind).toBe(SpanKind.INTERNAL)
       expect(exec.attributes).toMatchObject({
         'pgsched.exit_code': 3,
@@ -292,7 +314,7 @@ describe.each(['link', 'parent'] as const)('traceLinkMode %s', (mode) => {
         'pgsched.outcome': 'failed',
       })
       expect(exec.status.code).toBe(SpanStatusCode.ERROR)
-      expect(children[2]!.attributes['pgsched.run_status']).toBe(i === 0 ? 'failed' : 'dead')
+      expect(children[1]!.attributes['pgsched.run_status']).toBe(i === 0 ? 'failed' : 'dead')
     }
     // The retry is a further attempt: in the caller's trace (parent), or a trace of its own (link).
     const [first, second] = attempts.map((a) => traceOf(a.process))

@@ -5,7 +5,8 @@
  * Spans follow the OTel messaging conventions where they fit: the name is
  * `{operation} {destination}` (destination: the job's queue, or `default`), a submission is a
  * PRODUCER span (`send`), a worker's round trips to the database are CLIENT spans (`receive` for
- * starting an attempt, `settle` for writing its result), an attempt's execution is a CONSUMER span
+ * starting a group of attempts in one transaction, which each attempt links to; `settle` for
+ * writing an attempt's result), an attempt's execution is a CONSUMER span
  * (`process`). A run stores the traceparent of the span that made it; the attempt either continues
  * that trace (`parent`) or starts its own and links to it (`link`, the default; see
  * `TraceLinkMode`).
@@ -70,6 +71,8 @@ export interface SpanOptions {
   mode?: TraceLinkMode
   /** Start the span at this instant (e.g. a tick's scheduled time). */
   startTime?: Date
+  /** Further spans this one is linked to (e.g. the batch operation it took part in). */
+  links?: Link[]
 }
 
 /**
@@ -84,6 +87,7 @@ export function inSpan<T>(
   const { kind = SpanKind.INTERNAL, attributes, from, mode = 'parent', startTime } = options
   let parent = context.active()
   const links: Link[] = []
+  let root = false
   if (from) {
     const stored = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, { traceparent: from }))
     if (stored && trace.isSpanContextValid(stored)) {
@@ -91,12 +95,19 @@ export function inSpan<T>(
       else {
         parent = trace.deleteSpan(context.active())
         links.push({ context: stored })
+        root = true
       }
     }
   }
   return tracer.startActiveSpan(
     name,
-    { kind, attributes, links, startTime, root: links.length > 0 },
+    {
+      kind,
+      attributes,
+      links: options.links ? [...links, ...options.links] : links,
+      startTime,
+      root,
+    },
     parent,
     async (span) => {
       try {

@@ -42,6 +42,7 @@ import { makeWorkerPreset } from './preset.ts'
 import { prepareSandbox, type Sandbox, type SandboxSettings } from './sandbox.ts'
 import type { TaskRegistry } from './tasks.ts'
 import {
+  claimSpan,
   processSpan,
   recordAttempt,
   recordQueueWait,
@@ -145,7 +146,11 @@ export class Worker {
     this.#o = o
     this.name = o.name ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`
     const groups = { maxBatch: 50, maxInFlight: 2 }
-    this.#starts = new GroupCommit(o.sql, (sql, runs) => runStartMany(sql, runs, this.name), groups)
+    this.#starts = new GroupCommit(
+      o.sql,
+      (sql, runs) => claimSpan(() => runStartMany(sql, runs, this.name)),
+      groups,
+    )
     this.#finishes = new GroupCommit(
       o.sql,
       (sql, results) => runFinishMany(sql, results, this.name),
@@ -327,7 +332,6 @@ export class Worker {
     try {
       const claimStart = new Date()
       const started = await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
-      const claimEnd = new Date()
       if (!started) {
         logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
         return
@@ -337,7 +341,7 @@ export class Worker {
       const ran = performance.now()
       const end = await processSpan(
         started,
-        { mode: this.#o.traceLinkMode ?? 'link', claimStart, claimEnd },
+        { mode: this.#o.traceLinkMode ?? 'link', claimStart },
         async () => {
           const result = await executeAttempt(started, {
             tasks: this.#o.tasks,
