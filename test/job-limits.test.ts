@@ -4,7 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
-import { setup, type TestBundle } from './helpers.ts'
+import { setup, TEST_SECRET, type TestBundle } from './helpers.ts'
+import { freePort, startPgsched } from './processes.ts'
 
 let t: TestBundle
 let submitter: string
@@ -140,6 +141,35 @@ describe('network access', () => {
     })
     expect(granted.status).toBe(201)
     expect(granted.body.network).toBe(true)
+  })
+
+  it('is given to a submitter who asks when the operator set PGSCHED_JOB_NETWORK=allow', async () => {
+    const port = await freePort()
+    const api = await startPgsched('api', {
+      DATABASE_URL: t.url,
+      PGSCHED_JWT_SECRET: TEST_SECRET,
+      PORT: String(port),
+      PGSCHED_JOB_NETWORK: 'allow',
+    })
+    try {
+      const submit = (path: string, body: object) =>
+        fetch(`http://127.0.0.1:${port}${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${submitter}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      const one = await submit('/v1/jobs', { name: 'n4', command: 'true', network: true })
+      expect(one.status).toBe(201)
+      expect(await one.json()).toMatchObject({ name: 'n4', network: true })
+      const batch = await submit('/v1/jobs/batch', {
+        jobs: [{ name: 'n5', command: 'true', network: true }],
+      })
+      expect(batch.status).toBe(201)
+      const [job] = await t.sql`SELECT owner, network FROM pgsched.jobs WHERE name = 'n5'`
+      expect(job).toEqual({ owner: 'lim-alice', network: true })
+    } finally {
+      await api.stop()
+    }
   })
 })
 
