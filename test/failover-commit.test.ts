@@ -102,7 +102,7 @@ it('answers 503 (uncertain), not 201, when a submission commit stops waiting for
     expect(answer.status).toBe(503)
     expect(answer.type).toBe('application/problem+json')
     expect(answer.body.type).toBe('urn:pgsched:problem:unavailable')
-    expect(answer.body.detail).toMatch(/may or may not have been stored/)
+    expect(answer.body.detail).toMatch(/may or may not have been written/)
     expect(answer.body.detail).toMatch(/Idempotency-Key/)
     // Committed on this primary alone, once (not tried again by the group commit).
     expect(await jobsNamed('unreplicated')).toBe(1)
@@ -159,4 +159,11 @@ it('never tries an uncertain group again, and answers each of its calls with the
     expect(a.status).toBe('rejected')
     expect((a as PromiseRejectedResult).reason).toBeInstanceOf(CommitUncertainError)
   }
+})
+
+it('answers a write abandoned without an outcome with the uncertainty (a 503), not an internal error', async () => {
+  const stuck = new GroupCommit<number, number>(sql, () => new Promise<number[]>(() => {}), {
+    settleTimeoutMs: 100,
+  })
+  await expect(stuck.run(1)).rejects.toBeInstanceOf(CommitUncertainError)
 })

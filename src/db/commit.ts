@@ -23,7 +23,7 @@ export class CommitUncertainError extends PgschedError {
   constructor(why: string, options: { cause?: unknown } = {}) {
     super(
       'unavailable',
-      `${why}: the write may or may not have been stored. Retry with the same Idempotency-Key, which returns the job if it was stored, or look for it before submitting again`,
+      `${why}: the write may or may not have been written. Retry with the same Idempotency-Key, which returns the job if it was stored, or look for it before submitting again`,
       { cause: options.cause, headers: { 'retry-after': String(UNCERTAIN_RETRY_AFTER_SECONDS) } },
     )
     this.name = 'CommitUncertainError'

@@ -272,9 +272,8 @@ export class GroupCommit<I, O> {
     }
     if (outcome === undefined) {
       // Still nothing: whether it committed is unknown, so none of its calls is tried again.
-      const e = new PgschedError(
-        'internal',
-        `the write did not finish within ${this.#settleTimeoutMs} ms and was abandoned; it may or may not have been written`,
+      const e = new CommitUncertainError(
+        `the write did not finish within ${this.#settleTimeoutMs} ms and was abandoned`,
       )
       for (const p of group) p.reject(e)
       return
