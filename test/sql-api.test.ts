@@ -249,6 +249,60 @@ describe('validation', () => {
   )
 })
 
+describe('values text and time cannot hold', () => {
+  it.each(['10000-01-01T00:00:00Z', '12345-06-01T00:00:00Z'])(
+    'refuses run_at %s, after 9999, with 22023 naming run_at, alone and in a batch',
+    async (at) => {
+      const before = await counts()
+      // As literals: a JavaScript Date cannot hold a five-digit year.
+      await expect(
+        app`SELECT pgsched.submit_job(name => 'late', command => 'true', run_at => ${app.unsafe(`'${at}'`)})`,
+      ).rejects.toMatchObject({
+        code: '22023',
+        column_name: 'run_at',
+        message: 'pgsched: run_at: must be between 1970-01-01 and 9999-12-31',
+      })
+      const batch = JSON.stringify([{ name: 'late', command: 'true', run_at: at }])
+      await expect(app`SELECT * FROM pgsched.submit_jobs(${batch}::text::jsonb)`).rejects.toMatchObject({
+        code: '22023',
+        column_name: 'jobs[0].run_at',
+      })
+      expect(await counts()).toEqual(before)
+    },
+  )
+
+  it('accepts run_at on the last day of 9999', async () => {
+    const [row] = await app`
+      SELECT pgsched.submit_job(name => 'last', command => 'true', run_at => '9999-12-31T00:00:00Z') AS id`
+    expect(Number(row!.id)).toBeGreaterThan(0)
+  })
+
+  // PostgreSQL's text and jsonb cannot hold a NUL, so it refuses one before submit_job runs: the
+  // function never sees it and cannot name the argument; the error says where it was instead.
+  it('refuses a NUL byte in a text argument or a batch before anything is written', async () => {
+    const before = await counts()
+    await expect(
+      app`SELECT pgsched.submit_job(name => 'nul', command => ${'echo a\u0000b'}::text)`,
+    ).rejects.toMatchObject({
+      code: '22021',
+      message: 'invalid byte sequence for encoding "UTF8": 0x00',
+      where: 'unnamed portal parameter $1',
+    })
+    await expect(
+      app`SELECT pgsched.submit_job(name => ${'n\u0000'}::text, command => 'true')`,
+    ).rejects.toMatchObject({ code: '22021' })
+    await expect(
+      app`SELECT pgsched.submit_job(name => 'nul' || chr(0), command => 'true')`,
+    ).rejects.toMatchObject({ code: '54000', message: 'null character not permitted' })
+    const batch = JSON.stringify([{ name: 'nul\u0000', command: 'true' }])
+    await expect(app`SELECT * FROM pgsched.submit_jobs(${batch}::text::jsonb)`).rejects.toMatchObject({
+      code: '22P05',
+      message: 'unsupported Unicode escape sequence',
+    })
+    expect(await counts()).toEqual(before)
+  })
+})
+
 describe('idempotency_key', () => {
   it('returns the same job for the same owner and key, and a new job for another owner', async () => {
     const args = {
