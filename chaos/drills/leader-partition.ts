@@ -62,7 +62,7 @@ export function leaderPartition(ctx: DrillContext): Promise<DrillResult> {
     },
     notes: () => [
       `partition → b logged "${STEPPED_DOWN}": ${steppedDownMs} ms`,
-      `partition → a holds the leader lock: ${takeoverMs} ms (HAProxy notices the vanished client by TCP keepalive, ~11 s, and closes b's Postgres session, which releases the lock)`,
+      `partition → a holds the leader lock: ${takeoverMs} ms (the lock goes with b's Postgres session: ended by the elector's idle_session_timeout, or at worst by HAProxy's client TCP keepalive after ~11 s)`,
     ],
   })
 }

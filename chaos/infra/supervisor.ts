@@ -6,7 +6,15 @@
  * gets SIGINT/SIGTERM. Nothing is ever killed by name.
  */
 import { spawn, spawnSync } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync } from 'node:fs'
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+} from 'node:fs'
 
 /** How long a stopped process may take before SIGKILL. */
 export const STOP_GRACE_MS_DEFAULT = 8_000
@@ -171,22 +179,15 @@ export class Supervisor {
       const seen = () =>
         typeof ready === 'string' ? proc.log().includes(ready) : ready.test(proc.log())
       try {
-        await until(
-          () => {
-            if (seen()) return true
-            if (exitCode !== undefined) {
-              throw new Error(`${name} exited (${exitCode}) before it was ready:\n${tail(proc)}`)
-            }
-            return false
-          },
+        // `until` treats a throw as "not yet", so an early exit is a value, thrown after.
+        const state = await until(
+          () => (seen() ? 'ready' : exitCode !== undefined ? 'exited' : null),
           o.readyTimeoutMs ?? 30_000,
           () => `${name} to be ready (${String(ready)}); log:\n${tail(proc)}`,
-        ).catch(async (e) => {
-          if (exitCode !== undefined && !seen()) {
-            throw new Error(`${name} exited (${exitCode}) before it was ready:\n${tail(proc)}`)
-          }
-          throw e
-        })
+        )
+        if (state === 'exited') {
+          throw new Error(`${name} exited (${exitCode}) before it was ready:\n${tail(proc)}`)
+        }
       } catch (e) {
         await this.stop(proc, 2_000)
         throw e
@@ -211,8 +212,11 @@ export class Supervisor {
     const timer = setTimeout(() => signalGroup(proc.pid, 'SIGKILL'), graceMs)
     await proc.exited
     clearTimeout(timer)
-    // Whatever of its group is left (a child that ignored SIGTERM) goes too.
+    // Whatever of its group is left (a child that ignored SIGTERM) goes too, and is waited for.
     signalGroup(proc.pid, 'SIGKILL')
+    await until(() => !groupAlive(proc.pid), 5_000, `process group ${proc.pid} to end`).catch(
+      () => undefined,
+    )
   }
 
   /** Registers a cleanup that runs after every process has stopped, newest first. */
@@ -260,6 +264,22 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
       // Already gone.
     }
   }
+}
+
+/** Whether any process of group `pgid` is alive (zombies do not count). */
+export function groupAlive(pgid: number): boolean {
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    if (Number(pgrp) === pgid && state !== 'Z') return true
+  }
+  return false
 }
 
 function tail(proc: Proc, lines = 30): string {
