@@ -287,7 +287,10 @@ async function jobStates(sql: postgres.Sql, ids: string[]): Promise<Map<string, 
   return new Map(rows.map((r) => [r.id, r.statuses]))
 }
 
-/** The acknowledged jobs, the cron job and every job named like the workload's made while it ran. */
+/**
+ * The acknowledged jobs, the cron job and every one-off job named like the workload's made while
+ * it ran (another workload's cron job, still ticking, is not this one's).
+ */
 async function workloadJobs(
   sql: postgres.Sql,
   ackIds: string[],
@@ -295,7 +298,7 @@ async function workloadJobs(
 ): Promise<string[]> {
   const rows = await sql<{ id: string }[]>`
     SELECT id::text FROM pgsched.jobs
-    WHERE name LIKE ${`${WORKLOAD_JOB_PREFIX}%`}
+    WHERE name LIKE ${`${WORKLOAD_JOB_PREFIX}%`} AND schedule IS NULL
       AND created_at BETWEEN ${new Date(timeline.start - 5_000)} AND ${new Date(timeline.end + 5_000)}`
   return [
     ...new Set([
