@@ -36,7 +36,7 @@ export async function startBlackholeProxy(url: string): Promise<BlackholeProxy> 
 
   // One direction of one connection: forwards `from` to `to`, or holds while cut.
   const forward = (from: Socket, to: Socket) => {
-    const held: (Buffer | null)[] = []
+    const held: (Buffer | string | null)[] = []
     const isCut = () => cut || stranded.has(from)
     const flush = () => {
       for (const chunk of held.splice(0)) {
