@@ -300,7 +300,7 @@ async function printToken(config: PgschedConfig, args: string[]): Promise<void> 
       : bad.length > 0
         ? `unknown role '${bad[0]}': the roles are ${ROLES.join(', ')}`
         : !/^[1-9]\d{0,9}$/.test(values.ttl!)
-          ? `--ttl must be a whole number of seconds, got '${values.ttl}'`
+          ? `--ttl must be a positive whole number of seconds (at most 9999999999), got '${values.ttl}'`
           : undefined
   if (problem) throw new PgschedError('validation', `${problem} (see pgsched token --help)`)
   const secret = jwtSecret(config, { embedded: !config.databaseUrl }, { create: false })
