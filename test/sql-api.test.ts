@@ -263,7 +263,9 @@ describe('values text and time cannot hold', () => {
         message: 'pgsched: run_at: must be between 1970-01-01 and 9999-12-31',
       })
       const batch = JSON.stringify([{ name: 'late', command: 'true', run_at: at }])
-      await expect(app`SELECT * FROM pgsched.submit_jobs(${batch}::text::jsonb)`).rejects.toMatchObject({
+      await expect(
+        app`SELECT * FROM pgsched.submit_jobs(${batch}::text::jsonb)`,
+      ).rejects.toMatchObject({
         code: '22023',
         column_name: 'jobs[0].run_at',
       })
@@ -295,7 +297,9 @@ describe('values text and time cannot hold', () => {
       app`SELECT pgsched.submit_job(name => 'nul' || chr(0), command => 'true')`,
     ).rejects.toMatchObject({ code: '54000', message: 'null character not permitted' })
     const batch = JSON.stringify([{ name: 'nul\u0000', command: 'true' }])
-    await expect(app`SELECT * FROM pgsched.submit_jobs(${batch}::text::jsonb)`).rejects.toMatchObject({
+    await expect(
+      app`SELECT * FROM pgsched.submit_jobs(${batch}::text::jsonb)`,
+    ).rejects.toMatchObject({
       code: '22P05',
       message: 'unsupported Unicode escape sequence',
     })
