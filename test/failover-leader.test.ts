@@ -7,7 +7,9 @@
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest'
 
 import { silentLogger } from '../src/core/types.ts'
+import { leaderFence } from '../src/db/queries/leader.ts'
 import { Elector } from '../src/scheduler/elector.ts'
+import { tickOnce } from '../src/scheduler/ticker.ts'
 import { type BlackholeProxy, startBlackholeProxy } from './failover-proxy.ts'
 import { setup, type TestBundle, waitFor } from './helpers.ts'
 
@@ -113,3 +115,35 @@ it('a leader whose connection dies silently for good campaigns again on a new on
   await waitFor(() => a.e.isLeader, 20_000, 'the elector to lead again on a new connection')
   expect(events).toEqual(['a+', 'a-', 'a+'])
 }, 40_000)
+
+it("a tick batch commits only while its leader's elector session holds the lock", async () => {
+  const token = await t.token('alice', 'submitter')
+  const made = await t.request('POST', '/v1/jobs', {
+    token,
+    body: { name: 'every-second', command: 'true', schedule: '* * * * * *' },
+  })
+  expect(made.status).toBe(201)
+  const runs = async () => {
+    const [row] = await t.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pgsched.runs WHERE job_id = ${made.body.job_id}`
+    return row!.n
+  }
+  const later = new Date(Date.now() + 60_000)
+  const events: string[] = []
+  const old = elector('old', t.url, events, () => electors)
+  old.e.start()
+  await waitFor(() => old.e.isLeader)
+  const stale = old.e.session
+  await old.e.stop()
+  // A batch that reaches the database after its leader lost the lock (a partition that healed
+  // after another took over) is rolled back.
+  await expect(
+    tickOnce(t.sql, silentLogger, 500, later, (tx) => leaderFence(tx, stale)),
+  ).rejects.toThrow(/no longer held/)
+  expect(await runs()).toBe(0)
+  const now = elector('new', t.url, events, () => electors)
+  now.e.start()
+  await waitFor(() => now.e.isLeader)
+  await tickOnce(t.sql, silentLogger, 500, later, (tx) => leaderFence(tx, now.e.session))
+  expect(await runs()).toBe(1)
+})

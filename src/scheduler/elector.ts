@@ -39,6 +39,7 @@ export class Elector {
   #loop: Promise<void> | undefined
   #abort = new AbortController()
   #leader = false
+  #session: number | undefined
 
   constructor(options: ElectorOptions) {
     this.#o = options
@@ -47,6 +48,14 @@ export class Elector {
   /** Whether this process leads now. */
   get isLeader(): boolean {
     return this.#leader
+  }
+
+  /**
+   * The backend pid of the session that won the lock, while leading: leader-only transactions
+   * check with leaderFence that it still holds it.
+   */
+  get session(): number | undefined {
+    return this.#leader ? this.#session : undefined
   }
 
   /** Starts campaigning; idempotent. */
@@ -75,7 +84,8 @@ export class Elector {
       try {
         if (!this.#leader) {
           if (await bounded(leaderTryAcquire(conn))) {
-            const term = await bounded(leaderRecord(conn, this.#o.holder))
+            const { term, pid } = await bounded(leaderRecord(conn, this.#o.holder))
+            this.#session = pid
             this.#leader = true
             logger.info({ holder: this.#o.holder, term }, 'scheduler: elected leader')
             await this.#o.onElected(term)

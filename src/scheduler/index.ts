@@ -7,6 +7,7 @@
 import { HEARTBEAT_TIMEOUT_SECONDS_DEFAULT } from '../core/config.ts'
 import type { Logger } from '../core/types.ts'
 import type { SqlPool } from '../db/client.ts'
+import { leaderFence } from '../db/queries/leader.ts'
 import { instruments, observe } from '../telemetry/metrics.ts'
 import { createDegrader } from './degrader.ts'
 import { Elector } from './elector.ts'
@@ -66,7 +67,13 @@ export class Scheduler {
     const onPass = (service: SchedulerService) =>
       o.onPass && ((error?: unknown) => o.onPass!(service, error))
     this.#byName = {
-      ticker: new Ticker({ sql: o.sql, logger: o.logger, onPass: onPass('ticker') }),
+      ticker: new Ticker({
+        sql: o.sql,
+        logger: o.logger,
+        onPass: onPass('ticker'),
+        // A tick batch commits only if the elector's session still held the lock at its end.
+        fence: (tx) => leaderFence(tx, this.#elector.session),
+      }),
       rescuer: new Rescuer({
         sql: o.sql,
         logger: o.logger,

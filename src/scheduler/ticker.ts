@@ -8,7 +8,7 @@ import { planDueTick, planJob, type TickPlan } from '../core/cron.ts'
 import { PgschedError } from '../core/errors.ts'
 import { sleep } from '../core/sleep.ts'
 import type { Logger } from '../core/types.ts'
-import type { SqlPool } from '../db/client.ts'
+import type { Sql, SqlPool } from '../db/client.ts'
 import { jobFireTicks, jobListDue, jobNextDueInMs, jobPause } from '../db/queries/jobs.ts'
 import { TickBatchTelemetry } from './tick-telemetry.ts'
 
@@ -27,17 +27,20 @@ interface TickerOptions {
   maxSleepMs?: number
   /** Called after each pass of the loop (every due batch fired), with its error if it failed. */
   onPass?: (error?: unknown) => void
+  /** Run last in each batch's transaction; throws (rolls the batch back) when no longer leading. */
+  fence?: (tx: Sql) => Promise<void>
 }
 
 /**
  * Plans and fires one batch in one transaction; returns how many jobs it looked at. `now`
- * (default: the database's now()) is the time ticks are due by.
+ * (default: the database's now()) is the time ticks are due by; `fence` runs last in it.
  */
 export async function tickOnce(
   sql: SqlPool,
   logger: Logger,
   batchSize = TICK_BATCH_SIZE_DEFAULT,
   now?: Date,
+  fence?: (tx: Sql) => Promise<void>,
 ): Promise<number> {
   return sql.begin(async (tx) => {
     const due = await jobListDue(tx, batchSize, now)
@@ -77,6 +80,7 @@ export async function tickOnce(
         plans.push(plan)
       }
       const created = await jobFireTicks(tx, plans, traceparents)
+      await fence?.(tx)
       if (created > 0) logger.debug({ created }, 'scheduler: ticks fired')
       await telemetry.fired(tx, created)
     } catch (e) {
@@ -129,15 +133,20 @@ export class Ticker {
    * or not the loop runs; returns how many jobs it looked at.
    */
   runOnce(now?: Date): Promise<number> {
-    return this.#fireDue(now, () => true)
+    // Unfenced: a pass asked for, leading or not (every tick write is safe to repeat).
+    return this.#fireDue(now, () => true, undefined)
   }
 
   /** Fires batch after batch while batches come back full (more may be due) and `go()`. */
-  async #fireDue(now: Date | undefined, go: () => boolean): Promise<number> {
+  async #fireDue(
+    now: Date | undefined,
+    go: () => boolean,
+    fence: TickerOptions['fence'],
+  ): Promise<number> {
     const { sql, logger, batchSize } = this.#o
     let seen = 0
     for (;;) {
-      const n = await tickOnce(sql, logger, batchSize, now)
+      const n = await tickOnce(sql, logger, batchSize, now, fence)
       seen += n
       if (n < batchSize || !go()) return seen
     }
@@ -150,7 +159,7 @@ export class Ticker {
       let error: unknown
       try {
         this.#wake = new AbortController()
-        await this.#fireDue(undefined, () => this.#running)
+        await this.#fireDue(undefined, () => this.#running, this.#o.fence)
         const due = await jobNextDueInMs(sql)
         if (due !== null) delay = Math.min(maxSleepMs, Math.ceil(due) + 1)
       } catch (e) {

@@ -40,14 +40,35 @@ const lockMatches = (sql: Sql) => sql`
   AND classid = ((${leaderKey(sql)} >> 32) & 4294967295)::oid
   AND objid = (${leaderKey(sql)} & 4294967295)::oid`
 
-/** Records `holder` as leader with the next term; returns the term. */
-export async function leaderRecord(sql: Sql, holder: string): Promise<number> {
-  const [row] = await sql<{ term: number }[]>`
+/**
+ * Records `holder` as leader with the next term; returns the term and the backend pid of this
+ * session (the one holding the lock, for leaderFence).
+ */
+export async function leaderRecord(
+  sql: Sql,
+  holder: string,
+): Promise<{ term: number; pid: number }> {
+  const [row] = await sql<{ term: number; pid: number }[]>`
     INSERT INTO pgsched.leader (holder, term) VALUES (${holder}, 1)
     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, term = pgsched.leader.term + 1,
       acquired_at = now()
-    RETURNING term`
-  return row!.term
+    RETURNING term, pg_backend_pid() AS pid`
+  return row!
+}
+
+/**
+ * Throws unless backend `pid` (a leader's elector session) holds the leader lock now: run last in
+ * a leader-only transaction, it rolls back the work of a leader that lost its lock while the
+ * transaction was on its way (a partition that healed after another took over).
+ */
+export async function leaderFence(sql: Sql, pid: number | undefined): Promise<void> {
+  const [row] = await sql<{ held: boolean }[]>`
+    SELECT EXISTS (
+      SELECT 1 FROM pg_locks
+      WHERE pid = ${pid ?? 0} AND locktype = 'advisory' AND granted AND ${lockMatches(sql)}
+    ) AS held`
+  if (!row!.held)
+    throw new Error('the leader lock is no longer held by this scheduler: not leading any more')
 }
 
 /**
