@@ -42,10 +42,10 @@ async function submit(name: string) {
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ name, command: 'true' }),
   })
-  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies by their documented shape
   return {
     status: res.status,
     type: res.headers.get('content-type'),
+    // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies by their documented shape
     body: (await res.json()) as any,
   }
 }
