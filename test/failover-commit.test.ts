@@ -120,6 +120,21 @@ it('answers 503 (uncertain), not 201, when a submission commit stops waiting for
   expect(await jobsNamed('unreplicated')).toBe(1)
 })
 
+it('answers 503 by itself when the sync replica does not come: the commit waits a bounded time, not for good', async () => {
+  await syncStandby('pgsched_absent_standby')
+  try {
+    // Nobody cancels the wait: without a bound the request would wait until the breaker gave up
+    // (a 503 of another kind, 'the database is unavailable').
+    const answer = await request('/v1/jobs', { name: 'never-replicated', command: 'true' })
+    expect(answer.status).toBe(503)
+    expect(answer.body.detail).toMatch(/stopped waiting for the synchronous replica/)
+    expect(answer.body.detail).toMatch(/Idempotency-Key/)
+    expect(await jobsNamed('never-replicated')).toBe(1)
+  } finally {
+    await syncStandby('')
+  }
+}, 30_000)
+
 it('answers 503 for a batch and a trigger whose commit stops waiting for the sync replica', async () => {
   const made = await request('/v1/jobs', {
     name: 'to-trigger',

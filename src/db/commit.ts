@@ -11,9 +11,19 @@ import postgres from 'postgres'
 
 import { PgschedError } from '../core/errors.ts'
 import { isDatabaseUnreachable, type SqlPool, unreplicatedCommits } from './client.ts'
+import { cancelReplicaWaits } from './queries/replication.ts'
 
 /** How long a client told that its commit is uncertain should wait before retrying. */
 const UNCERTAIN_RETRY_AFTER_SECONDS = 5
+
+/**
+ * How long an acknowledged COMMIT may wait for the synchronous replica before its wait is
+ * cancelled (cancelReplicaWaits) and the caller told at once that it is uncertain. After a
+ * failover under synchronous_mode_strict the new primary has no replica until the old one rejoins
+ * (11 s in the chaos drill): a client held that long is an outage that looks like a hang. A
+ * commit that needs no replica takes milliseconds.
+ */
+const COMMIT_WAIT_MS = 3000
 
 /**
  * A transaction whose commit was not confirmed: it may be stored (perhaps on the primary only,
@@ -46,6 +56,7 @@ export async function beginAcknowledged<T>(
 ): Promise<T> {
   let before: number | undefined
   let committing = false
+  let waiting: ReturnType<typeof setTimeout> | undefined
   let result: T
   try {
     result = (await sql.begin(async (tx) => {
@@ -53,6 +64,11 @@ export async function beginAcknowledged<T>(
       // postgres.js sends COMMIT once this callback has returned.
       before = unreplicatedCommits(sql)
       committing = true
+      waiting = setTimeout(() => {
+        // Any pool connection will do: it cancels by pid, and only waits older than ours less a
+        // margin, so a commit that just began is left alone.
+        cancelReplicaWaits(sql, (COMMIT_WAIT_MS * 0.8) / 1000).catch(() => {})
+      }, COMMIT_WAIT_MS)
       return out
     })) as T
   } catch (e) {
@@ -62,6 +78,8 @@ export async function beginAcknowledged<T>(
     if (committing && !(e instanceof postgres.PostgresError && !isDatabaseUnreachable(e)))
       throw new CommitUncertainError('the connection broke while committing', { cause: e })
     throw e
+  } finally {
+    clearTimeout(waiting)
   }
   if (unreplicatedCommits(sql) !== before)
     throw new CommitUncertainError(
