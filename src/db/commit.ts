@@ -25,17 +25,20 @@ const UNCERTAIN_RETRY_AFTER_SECONDS = 5
  */
 const COMMIT_WAIT_MS = 3000
 
+/** What a client told that its write is uncertain should do. */
+export const UNCERTAIN_ADVICE =
+  'the write may or may not have been written. Retry with the same Idempotency-Key, which returns the job if it was stored, or look for it before submitting again'
+
 /**
  * A transaction whose commit was not confirmed: it may be stored (perhaps on the primary only,
  * not yet on its synchronous replica) or not. Never retried by pgsched itself, never acknowledged.
  */
 export class CommitUncertainError extends PgschedError {
   constructor(why: string, options: { cause?: unknown } = {}) {
-    super(
-      'unavailable',
-      `${why}: the write may or may not have been written. Retry with the same Idempotency-Key, which returns the job if it was stored, or look for it before submitting again`,
-      { cause: options.cause, headers: { 'retry-after': String(UNCERTAIN_RETRY_AFTER_SECONDS) } },
-    )
+    super('unavailable', `${why}: ${UNCERTAIN_ADVICE}`, {
+      cause: options.cause,
+      headers: { 'retry-after': String(UNCERTAIN_RETRY_AFTER_SECONDS) },
+    })
     this.name = 'CommitUncertainError'
   }
 }

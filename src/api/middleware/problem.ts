@@ -7,6 +7,7 @@ import type { z } from 'zod'
 import { type ErrorCode, type FieldError, PgschedError } from '../../core/errors.ts'
 import type { Logger } from '../../core/types.ts'
 import { isDatabaseUnreachable, PG_ERROR } from '../../db/client.ts'
+import { UNCERTAIN_ADVICE } from '../../db/commit.ts'
 import { noteRefusal } from './telemetry.ts'
 
 const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
@@ -70,6 +71,20 @@ export function problem(
 export function databaseUnavailable(c: Context, retryAfterSeconds: number): Response {
   c.header('retry-after', String(retryAfterSeconds))
   return problem(c, 'unavailable', 'the database is unavailable; retry shortly')
+}
+
+/**
+ * 503 for a write the API stopped waiting for after `timeoutMs`: unlike a refusal, it may still
+ * commit, so the client is told to retry with its idempotency key rather than that nothing
+ * happened.
+ */
+export function writeTimedOut(c: Context, timeoutMs: number, retryAfterSeconds: number): Response {
+  c.header('retry-after', String(retryAfterSeconds))
+  return problem(
+    c,
+    'unavailable',
+    `the database did not answer within ${timeoutMs / 1000} s: ${UNCERTAIN_ADVICE}`,
+  )
 }
 
 /** Turns zod issues into field errors; `source` prefixes query and path fields. */
