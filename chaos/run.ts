@@ -5,6 +5,7 @@
  * the cluster), writes `chaos/REPORT.md`, `chaos/report.json` and a timeline SVG per drill, and
  * exits 1 if any invariant broke. Every process it started is stopped, also on failure or Ctrl-C.
  */
+import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import type { Drill, DrillContext } from './drills/drill.ts'
@@ -33,19 +34,25 @@ export const DRILLS: Drill[] = [
   { number: 8, name: 'restore', run: restore },
 ]
 
-const USAGE = `usage: npm run chaos -- <drill>|all [--quick]
+const USAGE = `usage: npm run chaos -- <drill>|all [--quick] [--out FOLDER]
 
 drills: ${DRILLS.map((d) => `${d.number} ${d.name}`).join(', ')} (by name or number, comma-separated)
 --quick  each drill shortened (the whole under 10 minutes on 2 cores)
+--out    where the report goes (default chaos/, beside this file)
 Run as root on Linux with etcd-server, patroni, haproxy, pgbackrest, nftables and PostgreSQL 15.`
 
 /** Parses the arguments; null when they ask for help or are wrong. */
-export function parseArgs(argv: string[]): { drills: Drill[]; quick: boolean } | null {
+export function parseArgs(
+  argv: string[],
+): { drills: Drill[]; quick: boolean; out: string | undefined } | null {
   const quick = argv.includes('--quick')
-  const rest = argv.filter((a) => a !== '--quick')
+  const at = argv.indexOf('--out')
+  const out = at >= 0 ? argv[at + 1] : undefined
+  if (at >= 0 && (!out || out.startsWith('--'))) return null
+  const rest = argv.filter((a, i) => a !== '--quick' && (at < 0 || (i !== at && i !== at + 1)))
   if (rest.length !== 1 || rest[0] === '--help' || rest[0] === '-h') return null
   const wanted = rest[0]!.split(',')
-  if (wanted.includes('all')) return { drills: DRILLS, quick }
+  if (wanted.includes('all')) return { drills: DRILLS, quick, out }
   const drills: Drill[] = []
   for (const w of wanted) {
     const d = DRILLS.find((x) => x.name === w || String(x.number) === w)
@@ -54,7 +61,7 @@ export function parseArgs(argv: string[]): { drills: Drill[]; quick: boolean } |
   }
   // The restore drill destroys the cluster: always last.
   drills.sort((x, y) => (x.name === 'restore' ? 1 : 0) - (y.name === 'restore' ? 1 : 0))
-  return { drills, quick }
+  return { drills, quick, out }
 }
 
 async function main(): Promise<number> {
@@ -98,7 +105,7 @@ async function main(): Promise<number> {
     say('stopping every process')
     await sv.stopAll()
   }
-  const folder = fileURLToPath(new URL('.', import.meta.url))
+  const folder = args.out ? `${resolve(args.out)}/` : fileURLToPath(new URL('.', import.meta.url))
   const outcome = writeReport(results, folder, {
     command: `npm run chaos -- ${process.argv.slice(2).join(' ')}`,
     quick: args.quick,

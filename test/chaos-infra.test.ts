@@ -90,4 +90,14 @@ describe('chaos command line', () => {
     expect(parseArgs(['--quick'])).toBeNull()
     expect(parseArgs([])).toBeNull()
   })
+
+  it('writes the report where --out says, else beside the code', () => {
+    expect(parseArgs(['all', '--quick', '--out', '/tmp/r'])).toMatchObject({
+      quick: true,
+      out: '/tmp/r',
+    })
+    expect(parseArgs(['--out', '/tmp/r', '2'])?.drills.map((d) => d.name)).toEqual(['leader-kill'])
+    expect(parseArgs(['2'])?.out).toBeUndefined()
+    expect(parseArgs(['2', '--out'])).toBeNull()
+  })
 })
