@@ -6,9 +6,12 @@
  */
 import { randomBytes } from 'node:crypto'
 
+import { ROOT_CONTEXT, trace } from '@opentelemetry/api'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { mintToken } from '../src/api/tokens.ts'
+import { parseTraceparent } from '../src/telemetry/tracing.ts'
 import { setup, TEST_SECRET, type TestBundle } from './helpers.ts'
 import { KIND, type ReceivedSpan, startOtlpReceiver } from './otlp-receiver.ts'
 import { freePort, type Service, startPgsched, waitFor } from './processes.ts'
@@ -194,6 +197,36 @@ describe.each(['parent', 'link'] as const)('PGSCHED_TRACE_LINK_MODE=%s', (mode) 
       expect(attempt.links).toContainEqual({ traceId: callerTrace, spanId: callerSpan })
     }
   }, 30_000)
+})
+
+describe('a stored traceparent', () => {
+  // The worker parses a run's traceparent itself (parseTraceparent): it must read what the W3C
+  // propagator of the SDK reads, and refuse what it refuses.
+  const propagator = new W3CTraceContextPropagator()
+  const extract = (traceparent: string) =>
+    trace.getSpanContext(
+      propagator.extract(ROOT_CONTEXT, { traceparent }, { get: (c, k) => c[k], keys: Object.keys }),
+    )
+  const id = '4bf92f3577b34da6a3ce929d0e0e4736'
+  const span = '00f067aa0ba902b7'
+  it.each([
+    [`00-${id}-${span}-01`],
+    [`00-${id}-${span}-00`],
+    [`00-${id}-${span}-09`],
+    [`01-${id}-${span}-01-later-fields`],
+    [` 00-${id}-${span}-01 `],
+    [`00-${id}-${span}-01-extra`],
+    [`ff-${id}-${span}-01`],
+    [`00-${'0'.repeat(32)}-${span}-01`],
+    [`00-${id}-${'0'.repeat(16)}-01`],
+    [`00-${id.toUpperCase()}-${span}-01`],
+    [`00-${id}-${span}`],
+    [`00-${id.slice(1)}-${span}-01`],
+    [''],
+    ['garbage'],
+  ])('%j is read as the W3C propagator reads it', (traceparent) => {
+    expect(parseTraceparent(traceparent)).toEqual(extract(traceparent))
+  })
 })
 
 /** The spans received, one line each, for failure messages. */

@@ -19,6 +19,7 @@ import {
   propagation,
   ROOT_CONTEXT,
   type Span,
+  type SpanContext,
   SpanKind,
   SpanStatusCode,
   trace,
@@ -69,10 +70,30 @@ export interface SpanOptions {
   from?: string | null
   /** How `from` is used. @default 'parent' */
   mode?: TraceLinkMode
+  /** The context the span starts in (without `from`, or `from` in `link` mode). @default the active one */
+  parent?: Context
   /** Start the span at this instant (e.g. a tick's scheduled time). */
   startTime?: Date
   /** Further spans this one is linked to (e.g. the batch operation it took part in). */
   links?: Link[]
+}
+
+/**
+ * A W3C traceparent: version (not ff), trace id, parent span id, flags; a later version may add
+ * fields. The expression of @opentelemetry/core's W3CTraceContextPropagator.
+ */
+const TRACEPARENT =
+  /^\s?((?!ff)[\da-f]{2})-((?![0]{32})[\da-f]{32})-((?![0]{16})[\da-f]{16})-([\da-f]{2})(-.*)?\s?$/
+
+/**
+ * The span context a stored traceparent names; undefined when it is not one. Parsed here rather
+ * than through `propagation.extract` (a carrier and a context per call, on every attempt): a
+ * run's traceparent is W3C's whatever propagator the process is configured with.
+ */
+export function parseTraceparent(value: string): SpanContext | undefined {
+  const m = TRACEPARENT.exec(value)
+  if (!m || (m[1] === '00' && m[5])) return undefined
+  return { traceId: m[2]!, spanId: m[3]!, traceFlags: Number.parseInt(m[4]!, 16), isRemote: true }
 }
 
 /**
@@ -84,43 +105,38 @@ export function inSpan<T>(
   options: SpanOptions,
   fn: (span: Span) => Promise<T> | T,
 ): Promise<T> {
-  const { kind = SpanKind.INTERNAL, attributes, from, mode = 'parent', startTime } = options
-  let parent = context.active()
-  const links: Link[] = []
+  let parent = options.parent ?? context.active()
+  let links = options.links
   let root = false
-  if (from) {
-    const stored = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, { traceparent: from }))
-    if (stored && trace.isSpanContextValid(stored)) {
-      if (mode === 'parent') parent = trace.setSpanContext(ROOT_CONTEXT, stored)
-      else {
-        parent = trace.deleteSpan(context.active())
-        links.push({ context: stored })
-        root = true
-      }
-    }
+  const stored = options.from ? parseTraceparent(options.from) : undefined
+  if (stored) {
+    if (options.mode === 'link') {
+      links = links?.length ? [{ context: stored }, ...links] : [{ context: stored }]
+      root = true
+    } else parent = trace.setSpanContext(ROOT_CONTEXT, stored)
   }
-  return tracer.startActiveSpan(
+  const span = tracer.startSpan(
     name,
-    {
-      kind,
-      attributes,
-      links: options.links ? [...links, ...options.links] : links,
-      startTime,
-      root,
-    },
+    { kind: options.kind ?? SpanKind.INTERNAL, links, startTime: options.startTime, root },
     parent,
-    async (span) => {
-      try {
-        return await fn(span)
-      } catch (e) {
-        span.recordException(e as Error)
-        span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error)?.message })
-        throw e
-      } finally {
-        span.end()
-      }
-    },
   )
+  // Set once the span exists rather than passed to startSpan, which checks each attribute twice
+  // (once for the sampler, once for the span): the samplers the OTEL_TRACES_SAMPLER variable
+  // chooses from read none of them, and an unsampled span is spared them.
+  if (options.attributes && span.isRecording()) span.setAttributes(options.attributes)
+  return context.with(trace.setSpan(parent, span), runInSpan<T>, undefined, span, fn)
+}
+
+async function runInSpan<T>(span: Span, fn: (span: Span) => Promise<T> | T): Promise<T> {
+  try {
+    return await fn(span)
+  } catch (e) {
+    span.recordException(e as Error)
+    span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error)?.message })
+    throw e
+  } finally {
+    span.end()
+  }
 }
 
 export type { Span }

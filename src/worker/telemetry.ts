@@ -11,7 +11,7 @@
  * attempt would repeat the same round trip for each of them, and it was a third of the spans
  * the worker sent: with it, telemetry took 14 % of the end-to-end drain (bench, workload 6).
  */
-import { type Attributes, type Context, context, type SpanContext } from '@opentelemetry/api'
+import { type Attributes, type Context, context, type Link } from '@opentelemetry/api'
 
 import type { AttemptResult, StartedRun } from '../db/queries/runs.ts'
 import { instruments, priorityBand } from '../telemetry/metrics.ts'
@@ -28,7 +28,8 @@ import {
 /** The attributes every span of an attempt carries. */
 export function attemptAttributes(run: StartedRun): Attributes {
   return {
-    ...messagingAttributes(run.queue),
+    'messaging.system': 'pgsched',
+    'messaging.destination.name': destination(run.queue),
     'messaging.message.id': String(run.run_id),
     'pgsched.job_id': run.job_id,
     'pgsched.run_id': run.run_id,
@@ -38,7 +39,10 @@ export function attemptAttributes(run: StartedRun): Attributes {
 }
 
 /** The claim span each started attempt was started in (see `claimSpan`). */
-const claims = new WeakMap<StartedRun, SpanContext>()
+const claims = new WeakMap<StartedRun, Link[]>()
+
+/** A link's attributes from an attempt's span to its claim's. */
+const CLAIM_LINK: Attributes = { 'messaging.operation.type': 'receive' }
 
 /**
  * Starts a group of attempts (`start`, one transaction) in a `receive` span: named by the queue
@@ -51,20 +55,26 @@ export function claimSpan(
   return inSpan('receive', { kind: SpanKind.CLIENT }, async (span) => {
     const runs = await start()
     if (!span.isRecording()) return runs
-    const started = runs.filter((r) => r !== undefined)
-    const queues = new Set(started.map((r) => destination(r.queue)))
-    span.setAttributes({
-      'messaging.system': 'pgsched',
-      'messaging.operation.type': 'receive',
-      'messaging.batch.message_count': started.length,
-    })
-    if (queues.size === 1) {
-      const [queue] = queues
-      span.updateName(`receive ${queue}`)
-      span.setAttribute('messaging.destination.name', queue!)
+    // One link for the group: the SDK copies what it keeps of a link.
+    const claim = [{ context: span.spanContext(), attributes: CLAIM_LINK }]
+    let count = 0
+    let queue: string | undefined
+    let mixed = false
+    for (const run of runs) {
+      if (run === undefined) continue
+      count++
+      claims.set(run, claim)
+      const q = destination(run.queue)
+      if (queue === undefined) queue = q
+      else if (q !== queue) mixed = true
     }
-    const claim = span.spanContext()
-    for (const run of started) claims.set(run, claim)
+    span.setAttribute('messaging.system', 'pgsched')
+    span.setAttribute('messaging.operation.type', 'receive')
+    span.setAttribute('messaging.batch.message_count', count)
+    if (queue !== undefined && !mixed) {
+      span.updateName(`receive ${queue}`)
+      span.setAttribute('messaging.destination.name', queue)
+    }
     return runs
   })
 }
@@ -91,20 +101,15 @@ export async function processSpan(
   o: { mode: TraceLinkMode; claimStart: Date },
   execute: () => Promise<AttemptEnd>,
 ): Promise<AttemptEnd & { context: Context }> {
-  const attributes = attemptAttributes(run)
-  const queue = destination(run.queue)
-  const claim = claims.get(run)
   return inSpan(
-    `process ${queue}`,
+    `process ${destination(run.queue)}`,
     {
       kind: SpanKind.CONSUMER,
-      attributes,
+      attributes: attemptAttributes(run),
       from: run.traceparent,
       mode: o.mode,
       startTime: o.claimStart,
-      links: claim
-        ? [{ context: claim, attributes: { 'messaging.operation.type': 'receive' } }]
-        : [],
+      links: claims.get(run),
     },
     async (span) => {
       const end = await execute()
@@ -117,7 +122,7 @@ export async function processSpan(
       if (FAILED_OUTCOMES.has(outcome)) {
         span.setStatus({ code: SpanStatusCode.ERROR, message: result.error ?? outcome })
       }
-      return { ...end, context: context.active() }
+      return { result, outcome, sandbox, context: context.active() }
     },
   )
 }
@@ -157,17 +162,15 @@ export function settleSpan(
   parent: Context,
   write: () => Promise<string | null>,
 ): Promise<string | null> {
-  return context.with(parent, () =>
-    inSpan(
-      `settle ${destination(run.queue)}`,
-      // The job, run and attempt are on the parent; the write's own outcome is added below.
-      { kind: SpanKind.CLIENT, attributes: messagingAttributes(run.queue) },
-      async (span) => {
-        const status = await write()
-        span.setAttribute('pgsched.run_status', status ?? 'dropped')
-        return status
-      },
-    ),
+  return inSpan(
+    `settle ${destination(run.queue)}`,
+    // The job, run and attempt are on the parent; the write's own outcome is added below.
+    { kind: SpanKind.CLIENT, attributes: messagingAttributes(run.queue), parent },
+    async (span) => {
+      const status = await write()
+      span.setAttribute('pgsched.run_status', status ?? 'dropped')
+      return status
+    },
   )
 }
 
