@@ -20,6 +20,11 @@ export interface Figure {
   metric: string
   value: number
   unit: string
+  /**
+   * Set when the measurement ran out of time: `slow: did not finish in N s` and what it reached;
+   * `value` is then what it reached (e.g. runs done ÷ the time limit).
+   */
+  slow?: string
 }
 
 /** What a workload reports. */
@@ -31,6 +36,8 @@ export interface Section {
   notes: string[]
   /** CPU-seconds of the whole stack per job, where the workload measured it (for the cost section). */
   cpuSecondsPerJob?: Record<string, number>
+  /** Set when the workload ran out of time as a whole (the run went on with the next one). */
+  slow?: string
 }
 
 /** A workload: runs on its own databases and returns its section. */

@@ -69,18 +69,49 @@ export function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN
 }
 
-/** Polls `check` every `everyMs` until it is truthy; throws after `timeoutMs`. */
+/** What a figure or section that ran out of time says: `slow: did not finish in N s`. */
+export const slowNote = (limitMs: number) =>
+  `slow: did not finish in ${Math.round(limitMs / 1000)} s`
+
+/**
+ * A workload's wait that ran past its time limit. The run catches it, records the workload as
+ * slow with what it reached, and goes on with the next workload.
+ */
+export class TimeLimit extends Error {
+  readonly what: string
+  readonly limitMs: number
+  /** What it had reached, e.g. "1,234 of 2,000 runs in 200 s". */
+  readonly reached: string | undefined
+  constructor(what: string, limitMs: number, reached?: string) {
+    super(`${slowNote(limitMs)} waiting for ${what}${reached ? ` (reached ${reached})` : ''}`)
+    this.what = what
+    this.limitMs = limitMs
+    this.reached = reached
+  }
+}
+
+/** Polls `check` every `everyMs` until it is truthy; false once `timeoutMs` have passed. */
+export async function within(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 50,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) return false
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+  return true
+}
+
+/** Polls `check` every `everyMs` until it is truthy; throws a TimeLimit after `timeoutMs`. */
 export async function until(
   check: () => Promise<boolean>,
   timeoutMs: number,
   what: string,
   everyMs = 50,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
+  if (!(await within(check, timeoutMs, everyMs))) throw new TimeLimit(what, timeoutMs)
 }
 
 /** Milliseconds since `t0` (performance.now()). */

@@ -75,13 +75,20 @@ const fmt = (v: number) =>
       ? Math.round(v).toLocaleString('en-US')
       : v.toFixed(v >= 10 ? 1 : 2)
 
-function find(sections: Section[], system: string, metric: string): number {
+function figure(sections: Section[], system: string, metric: string): Figure | undefined {
   for (const s of sections) {
     const f = s.figures.find((x) => x.system === system && x.metric === metric)
-    if (f) return f.value
+    if (f) return f
   }
-  return Number.NaN
+  return undefined
 }
+
+function find(sections: Section[], system: string, metric: string): number {
+  return figure(sections, system, metric)?.value ?? Number.NaN
+}
+
+/** A figure's value as the tables show it, with its slow mark. */
+const shown = (f: Figure) => `${fmt(f.value)}${f.slow ? ` (${f.slow})` : ''}`
 
 function targets(s: Section[]): string[][] {
   const p = (m: string) => find(s, SYSTEMS.pgsched, m)
@@ -134,6 +141,24 @@ function targets(s: Section[]): string[][] {
     `on ÷ off ${fmt(telemetry)} × (${fmt(p(METRIC.telemetryOnTask10))} vs ${fmt(p(METRIC.telemetryOffTask10))} runs/s)`,
     check(known(telemetry) && telemetry >= 0.9),
   ])
+  // Commands against the machine's spawn floor, and the sandbox's cost, from the e2e drains.
+  const slow = (...m: string[]) =>
+    m.some((x) => figure(s, SYSTEMS.pgsched, x)?.slow) ? ' (slow: see the e2e section)' : ''
+  const floor = p(METRIC.spawnFloor10)
+  const none = p(METRIC.drainCommand10None)
+  const noneRatio = p(METRIC.commandFloorRatioNone)
+  rows.push([
+    'command drain, sandbox none ≥ 0.8 × the spawn floor (concurrency 10)',
+    `${fmt(none)} runs/s vs ${fmt(floor)} spawns/s = ${fmt(noneRatio)} ×${slow(METRIC.commandFloorRatioNone)}`,
+    check(known(noneRatio) && noneRatio >= 0.8),
+  ])
+  const bwrap = p(METRIC.drainCommand10)
+  const bwrapRatio = p(METRIC.commandBwrapOverNone)
+  rows.push([
+    'sandboxed (bwrap) drain ≥ 0.5 × the unsandboxed (concurrency 10)',
+    `${fmt(bwrap)} vs ${fmt(none)} runs/s = ${fmt(bwrapRatio)} × (${fmt(p(METRIC.commandFloorRatioBwrap))} × the spawn floor); sandbox cost ${fmt(p(METRIC.sandboxCostBwrap))} ms per command, ${fmt(p(METRIC.sandboxCostBwrapSlot))} ms per slot${slow(METRIC.commandBwrapOverNone)}`,
+    check(known(bwrapRatio) && bwrapRatio >= 0.5),
+  ])
   return rows
 }
 
@@ -160,7 +185,7 @@ function sectionTable(s: Section): string {
       unit(m),
       ...systems.map((sys) => {
         const v = value(sys, m)
-        return v ? fmt(v.value) : '—'
+        return v ? shown(v) : '—'
       }),
       ...baselines.map((b) => {
         const other = value(b, m)?.value
@@ -214,8 +239,8 @@ export function writeResults(r: Results): void {
     ...r.sections.flatMap((s) => [
       `## ${s.title}`,
       '',
-      sectionTable(s),
-      '',
+      ...(s.slow ? [`**${s.slow}.**`, ''] : []),
+      ...(s.figures.length ? [sectionTable(s), ''] : []),
       ...s.notes.map((n) => `- ${n}`),
       '',
     ]),

@@ -41,7 +41,7 @@ export const cronFanOut: Workload = async (ctx: Ctx): Promise<Section> => {
     })
     let fan: FanOut
     try {
-      await until(() => leaderListening(sql), 30_000, 'the scheduler to lead and listen', 100)
+      await until(() => leaderListening(sql), 120_000, 'the scheduler to lead and listen', 100)
       const tick = await dueAllAt(sql)
       ctx.log(`cron: ${n} jobs due at ${tick.toISOString()}; waiting for the fan-out`)
       fan = await watchFanOut(ctx, sql, tick, n, scheduler.child.pid!)
@@ -179,7 +179,7 @@ async function watchFanOut(
         allMs = row!.ms
         return true
       },
-      60_000,
+      180_000,
       `${n} runs of the tick`,
       POLL_MS,
     )

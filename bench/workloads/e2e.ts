@@ -13,12 +13,26 @@ import { PgBoss } from 'pg-boss'
 import { createSql, type SqlPool } from '../../src/db/client.ts'
 import { NODE, type Service, startService } from '../../test/processes.ts'
 import type { Ctx, Figure, Workload } from '../lib/context.ts'
-import { cpuWindow, rssMiB, since, until } from '../lib/measure.ts'
+import { cpuWindow, rssMiB, since, slowNote, within } from '../lib/measure.ts'
 import { METRIC, SYSTEMS } from '../lib/metrics.ts'
 import { seedQueuedRuns, startPgschedProcess } from '../lib/pgsched.ts'
+import { spawnFloor } from '../lib/spawn.ts'
 
 const CONCURRENCIES = [10, 25] as const
-const KINDS = ['task', 'command'] as const
+/** The command drains, in this order, right after the spawn floor: [PGSCHED_SANDBOX, concurrency]. */
+const COMMAND_DRAINS = [
+  ['none', 10],
+  ['rlimits', 10],
+  ['bwrap', 10],
+  ['bwrap', 25],
+] as const
+type Sandbox = (typeof COMMAND_DRAINS)[number][0]
+const COMMAND_METRIC: Record<string, string> = {
+  'none 10': METRIC.drainCommand10None,
+  'rlimits 10': METRIC.drainCommand10Rlimits,
+  'bwrap 10': METRIC.drainCommand10,
+  'bwrap 25': METRIC.drainCommand25,
+}
 /** How often the benchmark counts what is left: the rate's resolution, same for every system. */
 const POLL_MS = 50
 /** Jobs per bulk-insert statement when building a baseline's backlog. */
@@ -26,10 +40,7 @@ const CHUNK = 10_000
 /** pg-boss fetches this many jobs per query and runs them at once: its concurrency 10. */
 const PGBOSS_BATCH = 10
 
-const DRAIN_METRIC = {
-  task: { 10: METRIC.drainTask10, 25: METRIC.drainTask25 },
-  command: { 10: METRIC.drainCommand10, 25: METRIC.drainCommand25 },
-} as const
+const DRAIN_METRIC = { 10: METRIC.drainTask10, 25: METRIC.drainTask25 } as const
 
 /** What the worker child processes print once they are up. */
 const READY = 'bench worker ready'
@@ -137,35 +148,58 @@ async function count(sql: SqlPool, query: string): Promise<number> {
   return Number(row!.n)
 }
 
+interface Drained {
+  /** Runs done in the window: all of them, or what a slow drain reached. */
+  runs: number
+  perSecond: number
+  /** Set when the queue was not empty at the time limit: the limit and what was reached. */
+  slow?: string
+}
+
+const int = (v: number) => Math.round(v).toLocaleString('en-US')
+
 /**
  * Polls `remainingQuery` every POLL_MS until it counts 0. The window opens at the first count
  * (taken right after the worker said it is ready; anything it finished before is not counted)
- * and closes at the first count of 0.
+ * and closes at the first count of 0. Past `timeoutMs` the drain is slow: its rate is the runs
+ * done ÷ the time taken, and `slow` says so; the run goes on.
  */
-async function drain(sql: SqlPool, remainingQuery: string, timeoutMs: number) {
+async function drain(sql: SqlPool, remainingQuery: string, timeoutMs: number): Promise<Drained> {
   const t0 = performance.now()
   const counted = await count(sql, remainingQuery)
-  await until(
-    async () => (await count(sql, remainingQuery)) === 0,
+  let left = counted
+  const finished = await within(
+    async () => {
+      left = await count(sql, remainingQuery)
+      return left === 0
+    },
     timeoutMs,
-    'the queue to drain',
     POLL_MS,
   )
-  return { runs: counted, perSecond: counted / (since(t0) / 1000) }
+  const seconds = since(t0) / 1000
+  const runs = counted - left
+  return {
+    runs,
+    perSecond: runs / seconds,
+    ...(finished
+      ? {}
+      : {
+          slow: `${slowNote(timeoutMs)}: ${int(runs)} of ${int(counted)} runs in ${seconds.toFixed(0)} s`,
+        }),
+  }
 }
 
 /**
- * Generous: 100 runs/s would be a failure of its own. Commands start in the sandbox (bwrap,
- * cgroups), tens of milliseconds each, mostly in the kernel: 10 runs/s for them.
+ * Generous, so that only a machine many times slower than this one reaches it, and then the
+ * drain is reported as slow rather than failing the run: 50 runs/s for tasks, 5 for commands
+ * (a bwrap command costs tens of milliseconds of kernel time; 2 cores manage about 100 a second).
  */
-const drainTimeoutMs = (n: number, floorPerSecond = 100) =>
+const drainTimeoutMs = (n: number, floorPerSecond = 50) =>
   Math.max(60_000, (n / floorPerSecond) * 1000)
 
-interface PgschedDrain {
-  perSecond: number
+interface PgschedDrain extends Drained {
   /** CPU-seconds of the worker's process tree and all of Postgres over the window. */
   cpuSeconds: number
-  runs: number
   rssMiB: number
 }
 
@@ -174,8 +208,11 @@ async function drainPgsched(
   n: number,
   kind: 'task' | 'command',
   c: number,
+  sandbox: Sandbox = 'bwrap',
 ): Promise<PgschedDrain> {
-  const url = await ctx.pg.createPgschedDatabase(`bench_e2e_pgsched_${kind}_${c}`)
+  const url = await ctx.pg.createPgschedDatabase(
+    `bench_e2e_pgsched_${kind}_${c}${kind === 'command' ? `_${sandbox}` : ''}`,
+  )
   const sql = createSql(url, { max: 1 })
   try {
     await seedQueuedRuns(sql, n, kind)
@@ -183,20 +220,23 @@ async function drainPgsched(
     const pgPids = await ctx.pg.pids()
     const worker = await startPgschedProcess('worker', url, {
       PGSCHED_WORKER_CONCURRENCY: String(c),
+      PGSCHED_SANDBOX: sandbox,
     })
     try {
       const cpu = cpuWindow(() => [worker.child.pid!, ...pgPids])
       const d = await drain(
         sql,
         `SELECT count(*) AS n FROM pgsched.runs WHERE status IN ('waiting', 'queued', 'running', 'failed')`,
-        drainTimeoutMs(n, kind === 'command' ? 10 : 100),
+        drainTimeoutMs(n, kind === 'command' ? 5 : 50),
       )
       const result = { ...d, cpuSeconds: cpu.stop(), rssMiB: rssMiB(worker.child.pid!) }
       const succeeded = await count(
         sql,
         `SELECT count(*) AS n FROM pgsched.runs WHERE status = 'succeeded'`,
       )
-      if (succeeded !== n) throw new Error(`e2e: ${succeeded} of ${n} ${kind} runs succeeded`)
+      // A slow drain stopped short; what it did finish must still have succeeded.
+      if (d.slow ? succeeded < d.runs : succeeded !== n)
+        throw new Error(`e2e: ${succeeded} of ${n} ${kind} runs succeeded (sandbox ${sandbox})`)
       return result
     } finally {
       await worker.stop()
@@ -206,7 +246,7 @@ async function drainPgsched(
   }
 }
 
-async function drainGraphile(ctx: Ctx, n: number, c: number): Promise<number> {
+async function drainGraphile(ctx: Ctx, n: number, c: number): Promise<Drained> {
   const url = await createGraphileDatabase(ctx, `bench_e2e_graphile_${c}`)
   const sql = createSql(url, { max: 1 })
   try {
@@ -218,8 +258,7 @@ async function drainGraphile(ctx: Ctx, n: number, c: number): Promise<number> {
     const worker = await startGraphileWorker(url, c)
     try {
       // Graphile Worker deletes a job once it has completed.
-      return (await drain(sql, 'SELECT count(*) AS n FROM graphile_worker.jobs', drainTimeoutMs(n)))
-        .perSecond
+      return await drain(sql, 'SELECT count(*) AS n FROM graphile_worker.jobs', drainTimeoutMs(n))
     } finally {
       await worker.stop()
     }
@@ -228,7 +267,7 @@ async function drainGraphile(ctx: Ctx, n: number, c: number): Promise<number> {
   }
 }
 
-async function drainPgBoss(ctx: Ctx, n: number, c: number): Promise<number> {
+async function drainPgBoss(ctx: Ctx, n: number, c: number): Promise<Drained> {
   const url = await ctx.pg.createDatabase(`bench_e2e_pgboss_${c}`)
   // Installs pg-boss's schema and queue, and queues the backlog; then gets out of the way.
   const boss = new PgBoss({ connectionString: url, supervise: false, schedule: false })
@@ -252,13 +291,11 @@ async function drainPgBoss(ctx: Ctx, n: number, c: number): Promise<number> {
       BENCH_CONCURRENCY: String(c),
     })
     try {
-      return (
-        await drain(
-          sql,
-          `SELECT count(*) AS n FROM pgboss.job WHERE name = 'noop' AND state IN ('created', 'retry', 'active')`,
-          drainTimeoutMs(n),
-        )
-      ).perSecond
+      return await drain(
+        sql,
+        `SELECT count(*) AS n FROM pgboss.job WHERE name = 'noop' AND state IN ('created', 'retry', 'active')`,
+        drainTimeoutMs(n),
+      )
     } finally {
       await worker.stop()
     }
@@ -267,59 +304,105 @@ async function drainPgBoss(ctx: Ctx, n: number, c: number): Promise<number> {
   }
 }
 
+/** A figure from a drain, carrying its slow mark. */
+const drainFigure = (system: string, metric: string, d: Drained): Figure => ({
+  system,
+  metric,
+  value: d.perSecond,
+  unit: 'runs/s',
+  ...(d.slow ? { slow: d.slow } : {}),
+})
+
 /** Workload 2. */
 export const endToEnd: Workload = async (ctx) => {
   const n = ctx.scale(20_000, 3_000)
   // Sandboxed commands drain about a tenth as fast as tasks: fewer keep the window as long.
   const commands = ctx.scale(2_000, 300)
+  const floorSeconds = ctx.scale(10, 5)
   const figures: Figure[] = []
   const notes: string[] = []
   let cpuPerJob = Number.NaN
 
-  for (const kind of KINDS) {
-    for (const c of CONCURRENCIES) {
-      ctx.log(`e2e: pgsched, ${kind}, concurrency ${c}`)
-      const d = await drainPgsched(ctx, kind === 'command' ? commands : n, kind, c)
+  for (const c of CONCURRENCIES) {
+    ctx.log(`e2e: pgsched, task, concurrency ${c}`)
+    const d = await drainPgsched(ctx, n, 'task', c)
+    figures.push(drainFigure(SYSTEMS.pgsched, DRAIN_METRIC[c], d))
+    if (c === 10) cpuPerJob = d.cpuSeconds / d.runs
+    if (c === 25) {
       figures.push({
         system: SYSTEMS.pgsched,
-        metric: DRAIN_METRIC[kind][c],
-        value: d.perSecond,
-        unit: 'runs/s',
+        metric: METRIC.workerRss25,
+        value: d.rssMiB,
+        unit: 'MiB',
       })
-      if (kind === 'task' && c === 10) cpuPerJob = d.cpuSeconds / d.runs
-      if (kind === 'task' && c === 25) {
-        figures.push({
-          system: SYSTEMS.pgsched,
-          metric: METRIC.workerRss25,
-          value: d.rssMiB,
-          unit: 'MiB',
-        })
-      }
     }
   }
-  for (const c of CONCURRENCIES) {
-    ctx.log(`e2e: graphile-worker, concurrency ${c}`)
+
+  // The machine's spawn floor, right before the command drains it bounds.
+  ctx.log(`e2e: spawn floor, ${floorSeconds} s`)
+  const floor = await spawnFloor(floorSeconds, 10)
+  ctx.log(`e2e: spawn floor ${floor.perSecond.toFixed(0)} spawns/s`)
+  figures.push({
+    system: SYSTEMS.pgsched,
+    metric: METRIC.spawnFloor10,
+    value: floor.perSecond,
+    unit: 'spawns/s',
+  })
+  const drains: Partial<Record<string, Drained>> = {}
+  for (const [sandbox, c] of COMMAND_DRAINS) {
+    ctx.log(`e2e: pgsched, command, sandbox ${sandbox}, concurrency ${c}`)
+    const d = await drainPgsched(ctx, commands, 'command', c, sandbox)
+    ctx.log(`e2e: ${d.perSecond.toFixed(0)} runs/s${d.slow ? ` (${d.slow})` : ''}`)
+    drains[`${sandbox} ${c}`] = d
+    figures.push(drainFigure(SYSTEMS.pgsched, COMMAND_METRIC[`${sandbox} ${c}`]!, d))
+  }
+  // Ratios and costs derived from the drains at concurrency 10; slow if any input was.
+  const derived = (metric: string, value: number, unit: string, ...from: Drained[]) => {
+    const slow = from.flatMap((d) => (d.slow ? [d.slow] : []))
     figures.push({
-      system: SYSTEMS.graphile,
-      metric: DRAIN_METRIC.task[c],
-      value: await drainGraphile(ctx, n, c),
-      unit: 'runs/s',
+      system: SYSTEMS.pgsched,
+      metric,
+      value,
+      unit,
+      ...(slow.length ? { slow: slow.join('; ') } : {}),
     })
   }
+  const none = drains['none 10']!
+  const rlimits = drains['rlimits 10']!
+  const bwrap = drains['bwrap 10']!
+  derived(METRIC.commandFloorRatioNone, none.perSecond / floor.perSecond, '×', none)
+  derived(METRIC.commandFloorRatioRlimits, rlimits.perSecond / floor.perSecond, '×', rlimits)
+  derived(METRIC.commandFloorRatioBwrap, bwrap.perSecond / floor.perSecond, '×', bwrap)
+  derived(METRIC.commandBwrapOverNone, bwrap.perSecond / none.perSecond, '×', bwrap, none)
+  const costMs = (d: Drained) => 1000 / d.perSecond - 1000 / none.perSecond
+  derived(METRIC.sandboxCostBwrap, costMs(bwrap), 'ms', bwrap, none)
+  derived(METRIC.sandboxCostBwrapSlot, costMs(bwrap) * 10, 'ms', bwrap, none)
+  derived(METRIC.sandboxCostRlimits, costMs(rlimits), 'ms', rlimits, none)
+
+  for (const c of CONCURRENCIES) {
+    ctx.log(`e2e: graphile-worker, concurrency ${c}`)
+    figures.push(drainFigure(SYSTEMS.graphile, DRAIN_METRIC[c], await drainGraphile(ctx, n, c)))
+  }
   ctx.log(`e2e: pg-boss, concurrency ${PGBOSS_BATCH}`)
-  figures.push({
-    system: SYSTEMS.pgboss,
-    metric: DRAIN_METRIC.task[PGBOSS_BATCH],
-    value: await drainPgBoss(ctx, n, PGBOSS_BATCH),
-    unit: 'runs/s',
-  })
+  figures.push(
+    drainFigure(
+      SYSTEMS.pgboss,
+      DRAIN_METRIC[PGBOSS_BATCH],
+      await drainPgBoss(ctx, n, PGBOSS_BATCH),
+    ),
+  )
 
   notes.push(
     `Each drain: a fresh database holding ${n.toLocaleString('en-US')} queued no-op runs, queued in bulk beforehand (pgsched: jobs, runs and executor jobs as submit_jobs leaves them; Graphile Worker: graphile_worker.add_jobs; pg-boss: insert; ${CHUNK.toLocaleString('en-US')} per statement), then one worker process. Timed from the worker printing that it is ready until a count (every ${POLL_MS} ms) finds nothing left to do; runs/s is what was left at the first count ÷ that time.`,
-    "pgsched: `pgsched worker` with its defaults and PGSCHED_WORKER_CONCURRENCY; a task run calls the no-op handler in bench/tasks, a command run spawns `true` through the shell in the default sandbox (bwrap, a cgroup, rlimits; see the README's Job isolation). Every run is checked to have succeeded. pgsched records each run's history (the run with its status and times, its attempt, its events), which raw Graphile Worker does not: it deletes a job when it completes.",
+    "pgsched: `pgsched worker` with its defaults and PGSCHED_WORKER_CONCURRENCY; a task run calls the no-op handler in bench/tasks, a command run spawns `true` through the shell in the sandbox PGSCHED_SANDBOX names (see below and the README's Job isolation). Every run is checked to have succeeded. pgsched records each run's history (the run with its status and times, its attempt, its events), which raw Graphile Worker does not: it deletes a job when it completes.",
     "Raw Graphile Worker: `run()` with Graphile's defaults (no local queue, no batched completions), a no-op task, concurrency 10 or 25 and a pool of concurrency + 2 connections, as pgsched's worker has (Graphile warns when the pool is smaller than the concurrency).",
     `pg-boss: one \`work()\` with batchSize ${PGBOSS_BATCH} and burstWhenBatchFull, the handler running the ${PGBOSS_BATCH} jobs at once, other settings default. pg-boss's concurrency is jobs fetched per query × fetch loops; with batchSize 1 each loop waits its 2 s polling interval between jobs (about 5 jobs/s for 10 loops) unless burst mode is on, and its other burst trigger reads a stats cache refreshed every 60 s. Fetching and completing 10 jobs per statement favours pg-boss over raw Graphile Worker, which with its defaults fetches and completes one job at a time; pgsched's worker claims and completes in batches too (Graphile's local queue, its size the concurrency).`,
     'CPU per job (cost section): CPU-seconds of the pgsched worker process (and its children) and of every Postgres process over the drain of no-op tasks at concurrency 10, ÷ the runs drained in that window. Worker RSS: the worker process at the end of the concurrency-25 drain of no-op tasks.',
+  )
+  notes.push(
+    `Spawn floor: this benchmark's own Node process runs 10 loops, each spawning \`/bin/sh -c true\` (child_process.spawn, stdio ignored) as soon as its last one has exited, for ${floorSeconds} s, right before the command drains; spawns/s is every process that exited ÷ the time until the last loop finished. It is what starting a process costs on this machine (it varies a lot between machines of the same kind) and so the ceiling of a command drain at concurrency 10; each command drain is also given as a ratio to it.`,
+    `Command drains: ${commands.toLocaleString('en-US')} queued \`true\` commands each, one worker with PGSCHED_SANDBOX=none (\`/bin/sh -c\` as the worker's user), rlimits (the job user, a cgroup and prlimit, no namespaces) or bwrap (the default: rlimits plus bwrap's namespaces), the worker running as root. Sandbox cost per command: 1000 ÷ the sandboxed drain's runs/s − 1000 ÷ the unsandboxed drain's runs/s, both at concurrency 10: the extra milliseconds of the machine's time per command (its 2 cores shared by the 10 slots, the worker and Postgres). Per slot: that × 10, how much longer each of the 10 slots is busy per command.`,
+    `Time limits: a drain still unfinished after max(60 s, its runs ÷ 50 a second) for tasks, ÷ 5 a second for commands, is reported as slow (its rate is the runs done ÷ the time taken, marked "slow: did not finish in N s") and the run goes on.`,
   )
   return {
     id: 'e2e',

@@ -115,7 +115,7 @@ async function window(
   submitted.backlog = await unfinished()
   await until(
     async () => (await unfinished()) === 0,
-    120_000,
+    300_000,
     `the jobs submitted at ${rate}/s to finish`,
   )
   return submitted

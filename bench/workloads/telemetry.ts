@@ -17,7 +17,7 @@ import { createSql, type SqlPool } from '../../src/db/client.ts'
 import { decodeTraces, KIND, type ReceivedSpan } from '../../test/otlp-receiver.ts'
 import type { Service } from '../../test/processes.ts'
 import type { Ctx, Figure, Workload } from '../lib/context.ts'
-import { cpuWindow, since, until } from '../lib/measure.ts'
+import { cpuWindow, since, TimeLimit, until, within } from '../lib/measure.ts'
 import { METRIC, SYSTEMS } from '../lib/metrics.ts'
 import { seedQueuedRuns, startPgschedProcess } from '../lib/pgsched.ts'
 
@@ -198,7 +198,7 @@ async function drainOnce(
     try {
       // The warm-up, not measured: a new process runs its code (the SDK's most of all) slowly
       // until V8 has compiled it, about 0.5 s of CPU that a long-lived worker pays once.
-      await until(async () => (await remaining(sql)) === 0, 60_000, 'the warm-up', POLL_MS)
+      await until(async () => (await remaining(sql)) === 0, 180_000, 'the warm-up', POLL_MS)
       // Each drain starts without the previous one's dirty pages waiting for a checkpoint.
       await sql`CHECKPOINT`
       await seedQueuedRuns(sql, n, kind)
@@ -208,12 +208,24 @@ async function drainOnce(
       const own0 = ownCpuSeconds()
       const t0 = performance.now()
       const runs = await remaining(sql)
-      await until(
-        async () => (await remaining(sql)) === 0,
-        Math.max(60_000, (n / (kind === 'command' ? 10 : 100)) * 1000),
-        'the queue to drain',
+      // Generous (5 commands or 50 tasks a second); past it the workload is reported as slow.
+      const limitMs = Math.max(60_000, (n / (kind === 'command' ? 5 : 50)) * 1000)
+      let left = runs
+      const finished = await within(
+        async () => {
+          left = await remaining(sql)
+          return left === 0
+        },
+        limitMs,
         POLL_MS,
       )
+      if (!finished) {
+        throw new TimeLimit(
+          `the ${kind} drain, telemetry ${mode}`,
+          limitMs,
+          `${runs - left} of ${runs} runs in ${(since(t0) / 1000).toFixed(0)} s`,
+        )
+      }
       const seconds = since(t0) / 1000
       const machine = machineBusySeconds() - machine0
       const own = ownCpuSeconds() - own0
