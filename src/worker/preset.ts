@@ -26,9 +26,9 @@ export function makeWorkerPreset(s: ExecutorSettings): GraphileConfig.Preset {
       pollInterval: s.pollIntervalMs ?? 2000,
       gracefulShutdownAbortTimeout: s.shutdownTimeoutMs ?? 5000,
       // Claim runs in batches and complete them in batches: one statement for a batch instead
-      // of one per run. patches/graphile-worker+*.patch makes the batch claim honour the
-      // degradation's forbidden flags and claim only for slots that wait for a run, so no run
-      // is held behind busy slots while a more urgent one is submitted (strict priority).
+      // of one per run (patches/graphile-worker+*.patch makes the batch claim honour the
+      // degradation's forbidden flags). A worker holds at most `concurrency` runs it has not
+      // started yet; a run of higher priority submitted meanwhile waits for those.
       localQueue: { size: s.concurrency },
       // 0 batches the completions that arrive before a 0 ms timer fires, without holding runs
       // locked for longer (Graphile's default, -1, turns batching off).
