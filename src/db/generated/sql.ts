@@ -307,7 +307,8 @@ DROP FUNCTION IF EXISTS pgsched.fire_ticks(bigint[], timestamptz[], timestamptz[
 --   partition has it as its own unique index, which INSERT ... ON CONFLICT DO NOTHING (no
 --   conflict target) still honours. A tick's duplicate is always created the same UTC day as
 --   the first (fire_ticks moves the job's next_run_at in the same statement), so it still fires
---   at most once.
+--   at most once. The DEFAULT partition has none: the runs it keeps come from many days, and a
+--   run lands there only when the leader has not created its day.
 --
 -- Cost: the existing tables are renamed and attached as the legacy partitions, not copied.
 -- Attaching scans each once to check the partition bound (ACCESS EXCLUSIVE on the three tables
@@ -390,7 +391,6 @@ BEGIN
     EXECUTE format('ALTER TABLE pgsched.%I DROP CONSTRAINT %I', t || '_legacy', t || '_legacy_bound');
     EXECUTE format('CREATE TABLE pgsched.%I PARTITION OF pgsched.%I DEFAULT', t || '_default', t);
   END LOOP;
-  CREATE UNIQUE INDEX runs_default_job_id_scheduled_for_key ON pgsched.runs_default (job_id, scheduled_for);
 
   -- Today and the next three days; the leader keeps creating them ahead (maintain_history).
   FOR d IN first_day .. first_day + 3 LOOP
