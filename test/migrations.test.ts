@@ -209,6 +209,15 @@ describe('a database from the 0.1.0 development chain', () => {
       expect(await dumpSchema(old)).toEqual(await dumpSchema(fresh))
       const [job] = await old`SELECT name, status FROM pgsched.jobs WHERE id = ${id}`
       expect(job).toEqual({ name: 'kept', status: 'active' })
+      // Its run and the run's events stay, in the legacy partitions (000005); new runs get
+      // day-encoded ids in the day's partition.
+      const runs = await old`
+        SELECT r.tableoid::regclass::text AS partition,
+          (SELECT count(*)::int FROM pgsched.run_events e WHERE e.run_id = r.id) AS events
+        FROM pgsched.runs r WHERE r.job_id = ${id}`
+      expect(runs).toEqual([{ partition: 'pgsched.runs_legacy', events: 1 }])
+      const [again] = await old<{ id: number }[]>`SELECT pgsched.trigger_job(${id}) AS id`
+      expect(Math.floor(again!.id / 2 ** 32)).toBe(Math.floor(Date.now() / 86_400_000))
     } finally {
       await old.end()
       await fresh.end()
