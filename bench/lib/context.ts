@@ -38,6 +38,23 @@ export interface Section {
   cpuSecondsPerJob?: Record<string, number>
   /** Set when the workload ran out of time as a whole (the run went on with the next one). */
   slow?: string
+  /**
+   * Latency distributions for the charts: rate (runs/s, as a string) → system → 101 values in
+   * ms, p0 to p100 (the pickup section).
+   */
+  percentiles?: Record<string, Record<string, number[]>>
+  /** Markdown shown after the section's table (e.g. a table of derived figures). */
+  extra?: string
+  /** Curves for the charts, e.g. latency against history depth. */
+  curves?: Curve[]
+}
+
+/** A measured curve: `y` (in `unit`) against `x` (in `xUnit`), one point per measurement. */
+export interface Curve {
+  name: string
+  xUnit: string
+  unit: string
+  points: [number, number][]
 }
 
 /** A workload: runs on its own databases and returns its section. */

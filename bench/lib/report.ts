@@ -1,6 +1,7 @@
 /** @module Writes bench/RESULTS.md (tables, targets, cost) and bench/results.json. */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 
+import { charts } from './charts.ts'
 import type { Figure, Section } from './context.ts'
 import { METRIC, SYSTEMS } from './metrics.ts'
 
@@ -217,9 +218,13 @@ function costSection(sections: Section[]): string {
   ].join('\n')
 }
 
-/** Writes RESULTS.md and results.json beside the benchmark. */
+/** Writes RESULTS.md, results.json and the charts (SVG files) beside the benchmark. */
 export function writeResults(r: Results): void {
   writeFileSync('bench/results.json', `${JSON.stringify(r, null, 2)}\n`)
+  const drawn = charts(r.sections)
+  for (const c of drawn) writeFileSync(`bench/${c.file}`, c.svg)
+  const chartsOf = (s: Section) =>
+    drawn.filter((c) => c.section === s.id).flatMap((c) => [`![${c.title}](${c.file})`, ''])
   const out = [
     '# pgsched benchmark results',
     '',
@@ -241,6 +246,8 @@ export function writeResults(r: Results): void {
       '',
       ...(s.slow ? [`**${s.slow}.**`, ''] : []),
       ...(s.figures.length ? [sectionTable(s), ''] : []),
+      ...(s.extra ? [s.extra, ''] : []),
+      ...chartsOf(s),
       ...s.notes.map((n) => `- ${n}`),
       '',
     ]),
