@@ -15,6 +15,7 @@ import type { Ctx, Section, Workload } from './lib/context.ts'
 import { TimeLimit } from './lib/measure.ts'
 import { startBenchPostgres } from './lib/postgres.ts'
 import { mergeResults, writeResults } from './lib/report.ts'
+import { capacity } from './workloads/capacity.ts'
 import { cronFanOut } from './workloads/cron.ts'
 import { queueDepth } from './workloads/depth.ts'
 import { endToEnd } from './workloads/e2e.ts'
@@ -29,6 +30,7 @@ const WORKLOADS: [string, Workload][] = [
   ['pickup', pickupLatency],
   ['cron', cronFanOut],
   ['depth', queueDepth],
+  ['capacity', capacity],
 ]
 
 async function main(): Promise<void> {

@@ -163,7 +163,8 @@ function targets(s: Section[]): string[][] {
   return rows
 }
 
-function table(header: string[], rows: string[][]): string {
+/** A markdown table. */
+export function table(header: string[], rows: string[][]): string {
   return [
     `| ${header.join(' | ')} |`,
     `| ${header.map(() => '---').join(' | ')} |`,
