@@ -19,6 +19,7 @@ import { capacity } from './workloads/capacity.ts'
 import { cronFanOut } from './workloads/cron.ts'
 import { queueDepth } from './workloads/depth.ts'
 import { endToEnd } from './workloads/e2e.ts'
+import { historyDepth } from './workloads/history.ts'
 import { pickupLatency } from './workloads/pickup.ts'
 import { submitThroughput } from './workloads/submit.ts'
 import { telemetryCost } from './workloads/telemetry.ts'
@@ -30,6 +31,7 @@ const WORKLOADS: [string, Workload][] = [
   ['pickup', pickupLatency],
   ['cron', cronFanOut],
   ['depth', queueDepth],
+  ['history', historyDepth],
   ['capacity', capacity],
 ]
 

@@ -160,6 +160,25 @@ function targets(s: Section[]): string[][] {
     `${fmt(bwrap)} vs ${fmt(none)} runs/s = ${fmt(bwrapRatio)} × (${fmt(p(METRIC.commandFloorRatioBwrap))} × the spawn floor); sandbox cost ${fmt(p(METRIC.sandboxCostBwrap))} ms per command, ${fmt(p(METRIC.sandboxCostBwrapSlot))} ms per slot${slow(METRIC.commandBwrapOverNone)}`,
     check(known(bwrapRatio) && bwrapRatio >= 0.5),
   ])
+  // History at steady state (issue 14): 30 days of runs against an empty history.
+  for (const [what, m] of [
+    ['submit', METRIC.historySubmitRatio],
+    ['claim', METRIC.historyClaimRatio],
+    ['GET /v1/jobs/{id}/runs', METRIC.historyGetRatio],
+  ] as const) {
+    const ratio = p(m)
+    rows.push([
+      `${what} p50 with 30 days of history ≤ 1.2 × empty history`,
+      `${fmt(ratio)} ×`,
+      check(known(ratio) && ratio <= 1.2),
+    ])
+  }
+  const grew = p(METRIC.historySizeRatio)
+  rows.push([
+    'history tables flat after day 30 (simulated day 60 ÷ day 30 ≤ 1.1)',
+    `${fmt(p(METRIC.historySizeDay60))} vs ${fmt(p(METRIC.historySizeDay30))} MB = ${fmt(grew)} ×`,
+    check(known(grew) && grew <= 1.1),
+  ])
   return rows
 }
 
