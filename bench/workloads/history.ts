@@ -54,6 +54,16 @@ async function hasMaintain(sql: SqlPool): Promise<boolean> {
   return row!.ok
 }
 
+/**
+ * Drops the (empty) legacy partitions of a fresh database: they hold the rows written before
+ * partitioning and cover every run id below the migration's day, so past days could not have
+ * their own partitions. A database partitioned for longer than the retention has none left.
+ */
+async function dropLegacy(sql: SqlPool): Promise<void> {
+  await sql`DROP TABLE IF EXISTS pgsched.run_events_legacy, pgsched.run_attempts_legacy,
+    pgsched.runs_legacy`
+}
+
 /** Creates `n` no-op jobs named `prefix-i`; returns the first id (one statement: ids in a row). */
 async function createJobs(sql: SqlPool, prefix: string, n: number): Promise<number> {
   const [row] = await sql<{ first: number }[]>`
@@ -231,6 +241,7 @@ async function simulateDays(
   const sql = createSql(url, { max: 2, applicationName: 'bench-history' })
   try {
     const jobs = 1000
+    await dropLegacy(sql)
     const first = await createJobs(sql, 'history-sim', jobs)
     // Well in the past, so that no simulated day meets today's live partitions.
     const start = dayOf(new Date()) - 70
@@ -275,6 +286,7 @@ export const historyDepth: Workload = async (ctx: Ctx): Promise<Section> => {
     const firstDay = today - DAYS
     if (partitioned) {
       // Partitions for the 30 past days and a few ahead, as the leader would have left them.
+      await dropLegacy(sql)
       await sql`SELECT pgsched.maintain_history(${new Date(firstDay * DAY_MS)}, ${DAYS}, ${DAYS + 3})`
     } else {
       notes.push(
@@ -328,7 +340,7 @@ export const historyDepth: Workload = async (ctx: Ctx): Promise<Section> => {
       })
     }
     notes.push(
-      `History: ${total.toLocaleString('en-US')} succeeded runs over the ${DAYS} days before today (${perDay.toLocaleString('en-US')} a day, ${RUNS_PER_JOB} per job over ${jobs.toLocaleString('en-US')} jobs), each with its attempt and two events, written set-based with day-encoded ids in ${seedSeconds.toFixed(0)} s, VACUUM ANALYZE of jobs, runs, run_attempts and run_events at each depth measured (${points.map((p) => p.runs.toLocaleString('en-US')).join(', ')} runs).`,
+      `History: ${total.toLocaleString('en-US')} succeeded runs over the ${DAYS} days before today (${perDay.toLocaleString('en-US')} a day, ${RUNS_PER_JOB} per job over ${jobs.toLocaleString('en-US')} jobs), each with its attempt and two events, written set-based with day-encoded ids in ${seedSeconds.toFixed(0)} s, VACUUM ANALYZE of jobs, runs, run_attempts and run_events at each depth measured (${points.map((p) => p.runs.toLocaleString('en-US')).join(', ')} runs).${partitioned ? " One partition per day, created by pgsched.maintain_history before seeding; the fresh database's legacy partitions (empty; they cover every run id below the migration's day) were dropped first, as a database partitioned for longer than the retention has none." : ''}`,
       `At each depth, ${k} of each, one after the other, after ${WARM_UP} not counted: pgsched.submit_job (one per transaction, durable commit included); a claim (Graphile Worker's claim statement then pgsched.run_start, rolled back, as the depth section measures it); GET /v1/jobs/{id}/runs over HTTP with a submitter token, for ${k} probe jobs with ${PROBE_RUNS} runs each, all today's, so that every depth lists the same rows (the first page).`,
     )
 
