@@ -141,7 +141,7 @@ function curveCharts(s: Section): Chart[] {
   }
   return [...byUnit].map(([key, curves], i) => {
     const [xUnit, unit] = key.split('\u0000') as [string, string]
-    const title = `${s.title}: ${unit} against ${xUnit}`
+    const title = `${s.id[0]!.toUpperCase()}${s.id.slice(1)}: ${unit} against ${xUnit}`
     return {
       file: `${s.id}${i ? `-${i + 1}` : ''}.svg`,
       section: s.id,

@@ -57,6 +57,7 @@ export const METRIC = {
   historyClaimRatio: 'claim p50: full history ÷ empty',
   historyGetRatio: 'GET /v1/jobs/{id}/runs p50: full history ÷ empty',
   historyPruneMs: 'pruner: maintain_history dropping one day (function)',
+  historyPruneHeldMs: 'pruner: locks held (function + commit)',
   historySizeDay30: 'history tables, simulated day 30',
   historySizeDay60: 'history tables, simulated day 60',
   historySizeRatio: 'history tables: simulated day 60 ÷ day 30',

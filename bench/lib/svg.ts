@@ -75,17 +75,15 @@ function svg(width: number, height: number, title: string, body: string[]): stri
   ].join('\n')
 }
 
-/** About five round ticks covering [lo, hi]. */
+/** About five round ticks, the first at or below `lo`, the last at or above `hi`. */
 function linearTicks(lo: number, hi: number): number[] {
   const span = hi - lo || Math.abs(hi) || 1
   const raw = span / 5
   const mag = 10 ** Math.floor(Math.log10(raw))
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw)!
-  const out: number[] = []
-  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) {
-    out.push(Math.round(t / step) * step)
-  }
-  return out
+  const first = Math.floor(lo / step + 1e-9)
+  const last = Math.max(first + 1, Math.ceil(hi / step - 1e-9))
+  return Array.from({ length: last - first + 1 }, (_, i) => (first + i) * step)
 }
 
 /** A line chart; points with a non-finite coordinate (or ≤ 0 on a log axis) are left out. */
@@ -116,13 +114,12 @@ export function lineChart(spec: LineChartSpec): string {
     for (let t = x0; t <= x1 * 1.0001; t *= 10) xTicks.push(t)
   } else {
     xTicks = linearTicks(Math.min(0, ...xs), Math.max(...xs))
-    x0 = Math.min(xTicks[0]!, ...xs)
-    x1 = Math.max(xTicks.at(-1)!, ...xs)
-    if (x1 <= x0) x1 = x0 + 1
+    x0 = xTicks[0]!
+    x1 = xTicks.at(-1)!
   }
   const yTicks = linearTicks(spec.y.min ?? Math.min(0, ...ys), spec.y.max ?? Math.max(...ys))
   const y0 = spec.y.min ?? yTicks[0]!
-  const y1 = spec.y.max ?? Math.max(yTicks.at(-1)!, y0 + 1)
+  const y1 = spec.y.max ?? yTicks.at(-1)!
   const px = (x: number) =>
     m.left + (logX ? Math.log10(x / x0) / Math.log10(x1 / x0) : (x - x0) / (x1 - x0)) * pw
   const py = (y: number) => m.top + ph - ((y - y0) / (y1 - y0)) * ph
