@@ -103,6 +103,8 @@ async function types(tx: Tx): Promise<string[]> {
   return rows.sort((a, b) => byText(a.name, b.name)).map((r) => r.def)
 }
 
+// Partitions are left out: the history's day partitions come and go with the date
+// (pgsched.maintain_history); their parents show the schema.
 async function tables(tx: Tx): Promise<string[]> {
   const rels = await tx<
     { table: string; persistence: string; partition: string | null; options: string | null }[]
@@ -111,7 +113,7 @@ async function tables(tx: Tx): Promise<string[]> {
       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition,
       array_to_string(c.reloptions, ', ') AS options
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p')
+    WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p') AND NOT c.relispartition
       AND NOT EXISTS (SELECT 1 FROM pg_depend d
         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`
   const columns = await tx<{ table: string; def: string; comment: string | null }[]>`
@@ -135,7 +137,8 @@ async function tables(tx: Tx): Promise<string[]> {
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-    WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+      AND a.attnum > 0 AND NOT a.attisdropped
     -- Column order is kept, not sorted: it is the row type's order (SELECT *, %ROWTYPE).
     ORDER BY a.attnum`
   // NOT NULL constraints (catalogued since PostgreSQL 18) show as NOT NULL on their column.
@@ -145,7 +148,7 @@ async function tables(tx: Tx): Promise<string[]> {
     FROM pg_constraint co
     JOIN pg_class c ON c.oid = co.conrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${SCHEMA} AND co.contype <> 'n'`
+    WHERE n.nspname = ${SCHEMA} AND co.contype <> 'n' AND NOT c.relispartition`
   // Indexes that back a constraint (primary key, unique, exclusion) come with the constraint.
   const indexes = await tx<{ table: string; name: string; def: string }[]>`
     SELECT format('%I.%I', n.nspname, c.relname) AS table, i.relname AS name,
@@ -154,13 +157,13 @@ async function tables(tx: Tx): Promise<string[]> {
     JOIN pg_class i ON i.oid = x.indexrelid
     JOIN pg_class c ON c.oid = x.indrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${SCHEMA}
+    WHERE n.nspname = ${SCHEMA} AND NOT c.relispartition
       AND NOT EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = x.indexrelid
         AND co.conrelid = x.indrelid AND co.contype IN ('p', 'u', 'x'))`
   const comments = await tx<{ table: string; comment: string }[]>`
     SELECT format('%I.%I', n.nspname, c.relname) AS table, obj_description(c.oid, 'pg_class') AS comment
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p')
+    WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p') AND NOT c.relispartition
       AND obj_description(c.oid, 'pg_class') IS NOT NULL`
   const lines: string[] = []
   for (const rel of rels.sort((a, b) => byText(a.table, b.table))) {
@@ -242,7 +245,7 @@ async function aclEntries(tx: Tx) {
         coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner)),
         c.relowner
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+      WHERE n.nspname = ${SCHEMA} AND c.relkind IN ('r', 'p', 'S', 'v', 'm') AND NOT c.relispartition
       UNION ALL
       SELECT 'COLUMN', format('%I.%I (%I)', n.nspname, c.relname, a.attname), a.attacl, c.relowner
       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
@@ -381,7 +384,7 @@ async function triggers(tx: Tx, definedIn: DefinitionFiles): Promise<string[]> {
     FROM pg_trigger t
     JOIN pg_class c ON c.oid = t.tgrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ${SCHEMA} AND NOT t.tgisinternal`
+    WHERE n.nspname = ${SCHEMA} AND NOT t.tgisinternal AND t.tgparentid = 0`
   const ENABLED: Record<string, string> = {
     O: '',
     D: '  [disabled]',

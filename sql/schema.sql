@@ -127,12 +127,11 @@ CREATE TABLE pgsched.run_attempts (
   error text,
   sandbox text,
   CONSTRAINT run_attempts_outcome_check CHECK ((outcome = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'timed_out'::text, 'cancelled'::text, 'lost'::text, 'interrupted'::text]))),
-  CONSTRAINT run_attempts_pkey PRIMARY KEY (run_id, attempt),
-  CONSTRAINT run_attempts_run_id_fkey FOREIGN KEY (run_id) REFERENCES pgsched.runs(id) ON DELETE CASCADE
-);
+  CONSTRAINT run_attempts_pkey PRIMARY KEY (run_id, attempt)
+) PARTITION BY RANGE (run_id);
 
 CREATE TABLE pgsched.run_events (
-  id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+  id bigint DEFAULT nextval('pgsched.run_events_id_seq'::regclass) NOT NULL,
   run_id bigint NOT NULL,
   at timestamp with time zone DEFAULT now() NOT NULL,
   from_status text,
@@ -140,13 +139,11 @@ CREATE TABLE pgsched.run_events (
   attempt integer NOT NULL,
   worker text,
   error text,
-  CONSTRAINT run_events_pkey PRIMARY KEY (id),
-  CONSTRAINT run_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES pgsched.runs(id) ON DELETE CASCADE
-);
-CREATE INDEX run_events_run_idx ON pgsched.run_events USING btree (run_id, id);
+  CONSTRAINT run_events_pkey PRIMARY KEY (run_id, id)
+) PARTITION BY RANGE (run_id);
 
 CREATE TABLE pgsched.runs (
-  id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+  id bigint DEFAULT (((floor((EXTRACT(epoch FROM now()) / (86400)::numeric)))::bigint << 32) | (nextval('pgsched.runs_id_seq'::regclass) & '4294967295'::bigint)) NOT NULL,
   job_id bigint NOT NULL,
   scheduled_for timestamp with time zone NOT NULL,
   status text DEFAULT 'queued'::text NOT NULL,
@@ -163,15 +160,14 @@ CREATE TABLE pgsched.runs (
   created_at timestamp with time zone DEFAULT now() NOT NULL,
   updated_at timestamp with time zone DEFAULT now() NOT NULL,
   CONSTRAINT runs_job_id_fkey FOREIGN KEY (job_id) REFERENCES pgsched.jobs(id) ON DELETE CASCADE,
-  CONSTRAINT runs_job_id_scheduled_for_key UNIQUE (job_id, scheduled_for),
   CONSTRAINT runs_pkey PRIMARY KEY (id),
   CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['waiting'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'dead'::text, 'cancelled'::text, 'skipped'::text])))
-);
-CREATE INDEX runs_active_idx ON pgsched.runs USING btree (job_id) WHERE (status = ANY (ARRAY['waiting'::text, 'queued'::text, 'running'::text, 'failed'::text]));
-CREATE INDEX runs_dead_idx ON pgsched.runs USING btree (id) WHERE (status = 'dead'::text);
-CREATE INDEX runs_job_idx ON pgsched.runs USING btree (job_id, id);
-CREATE INDEX runs_status_waiting_idx ON pgsched.runs USING btree (id) WHERE (status = 'waiting'::text);
-CREATE INDEX runs_waiting_idx ON pgsched.runs USING btree (available_at) WHERE (status = ANY (ARRAY['queued'::text, 'failed'::text]));
+) PARTITION BY RANGE (id);
+CREATE INDEX runs_active_idx ON ONLY pgsched.runs USING btree (job_id) WHERE (status = ANY (ARRAY['waiting'::text, 'queued'::text, 'running'::text, 'failed'::text]));
+CREATE INDEX runs_dead_idx ON ONLY pgsched.runs USING btree (id) WHERE (status = 'dead'::text);
+CREATE INDEX runs_job_idx ON ONLY pgsched.runs USING btree (job_id, id);
+CREATE INDEX runs_status_waiting_idx ON ONLY pgsched.runs USING btree (id) WHERE (status = 'waiting'::text);
+CREATE INDEX runs_waiting_idx ON ONLY pgsched.runs USING btree (available_at) WHERE (status = ANY (ARRAY['queued'::text, 'failed'::text]));
 
 CREATE TABLE pgsched.settings (
   id boolean DEFAULT true NOT NULL,
@@ -250,6 +246,8 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- pgsched._executor_job_key(p_run_id bigint) RETURNS text  [sql IMMUTABLE]  (sql/functions/02_enqueue.sql)
 -- pgsched._executor_job_specs(p_run_ids bigint[]) RETURNS graphile_worker.job_spec[]  [sql STABLE]  (sql/functions/02_enqueue.sql)
 -- pgsched._grant_sql_api() RETURNS void  [plpgsql VOLATILE]  (sql/functions/99_privileges.sql)
+-- pgsched._history_bound(p_day bigint) RETURNS bigint  [sql IMMUTABLE]  (sql/functions/10_history.sql)
+-- pgsched._history_partition(p_table text, p_day bigint) RETURNS text  [sql IMMUTABLE]  (sql/functions/10_history.sql)
 -- pgsched._invalid(field text, message text) RETURNS void  [plpgsql VOLATILE]  (sql/functions/01_common.sql)
 -- pgsched._json_int(e jsonb, k text, p_default integer) RETURNS integer  [plpgsql STABLE]  (sql/functions/01_common.sql)
 -- pgsched._json_text(e jsonb, k text) RETURNS text  [plpgsql STABLE]  (sql/functions/01_common.sql)
@@ -272,6 +270,7 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- pgsched.cancel_job(job_id bigint) RETURNS boolean  [plpgsql VOLATILE SECURITY DEFINER SET search_path=pg_catalog, pg_temp]  (sql/functions/03_submit.sql)
 -- pgsched.evaluate_degradation() RETURNS pgsched.degradation  [plpgsql VOLATILE]  (sql/functions/09_degradation.sql)
 -- pgsched.fire_ticks(p_job_ids bigint[], p_expected timestamp with time zone[], p_ticks timestamp with time zone[], p_next timestamp with time zone[], p_traceparents text[] DEFAULT NULL::text[]) RETURNS integer  [plpgsql VOLATILE]  (sql/functions/05_ticks.sql)
+-- pgsched.maintain_history(p_now timestamp with time zone DEFAULT now(), p_retention_days integer DEFAULT 30, p_days_ahead integer DEFAULT 3, p_lock_timeout_ms integer DEFAULT 1000) RETURNS jsonb  [plpgsql VOLATILE SET lock_timeout=1s SET search_path=pg_catalog, pg_temp]  (sql/functions/10_history.sql)
 -- pgsched.pause_job(job_id bigint) RETURNS boolean  [plpgsql VOLATILE SECURITY DEFINER SET search_path=pg_catalog, pg_temp]  (sql/functions/03_submit.sql)
 -- pgsched.promote_waiting(p_limit integer DEFAULT 500, p_fallback boolean DEFAULT false) RETURNS integer  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)
 -- pgsched.rescue(p_timeout interval, p_orphan_batch integer DEFAULT 100, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(action text, worker text, run_id bigint, detail text)  [plpgsql VOLATILE]  (sql/functions/06_workers.sql)

@@ -122,7 +122,7 @@ BEGIN
     INSERT INTO pgsched.runs (job_id, scheduled_for, status, finished_at, error, traceparent)
     VALUES (p_job_id, p_scheduled_for, 'skipped', now(),
       'skipped: the previous run is still in progress (concurrency_policy forbid)', p_traceparent)
-    ON CONFLICT (job_id, scheduled_for) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id INTO new_id;
     RETURN new_id;
   END IF;
@@ -131,7 +131,7 @@ BEGIN
   INSERT INTO pgsched.runs (job_id, scheduled_for, status, available_at, traceparent)
   VALUES (p_job_id, p_scheduled_for, CASE WHEN waits THEN 'waiting' ELSE 'queued' END,
     greatest(p_scheduled_for, now()), p_traceparent)
-  ON CONFLICT (job_id, scheduled_for) DO NOTHING
+  ON CONFLICT DO NOTHING
   RETURNING id INTO new_id;
   IF new_id IS NULL THEN RETURN NULL; END IF;
   IF busy THEN

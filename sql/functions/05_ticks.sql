@@ -53,7 +53,7 @@ BEGIN
       INSERT INTO pgsched.runs (job_id, scheduled_for, available_at, traceparent)
       SELECT x.id, x.tick, greatest(x.tick, now()), x.tp
       FROM unnest(fast_ids, fast_ticks, fast_tps) AS x(id, tick, tp)
-      ON CONFLICT (job_id, scheduled_for) DO NOTHING
+      ON CONFLICT DO NOTHING
       RETURNING id
     )
     SELECT array_agg(id) INTO run_ids FROM ins;

@@ -278,6 +278,134 @@ DROP FUNCTION IF EXISTS pgsched.run_start_many(bigint[], integer[], text);
 DROP FUNCTION IF EXISTS pgsched.fire_ticks(bigint[], timestamptz[], timestamptz[], timestamptz[]);
 `,
   },
+  {
+    version: 5,
+    name: "partitioned_history",
+    breaking: false,
+    sql: String.raw`-- 000005_partitioned_history: runs, run_attempts and run_events become RANGE-partitioned tables,
+-- one partition per UTC day, so the leader's pruner (pgsched.maintain_history) drops a whole day
+-- of history instead of deleting rows.
+--
+-- Run ids are day-encoded: id = (UTC day number of now() << 32) | (nextval(runs_id_seq) & 0xFFFFFFFF).
+-- runs is partitioned by id, run_attempts and run_events by run_id, with the same day bounds
+-- (day d covers [d << 32, (d + 1) << 32)), so a lookup by run id prunes to one partition and a
+-- day's three partitions are dropped together. Day partitions are named <table>_dYYYYMMDD; each
+-- table also has a DEFAULT partition (<table>_default: kept runs of pruned days, anything outside
+-- the created days) and <table>_legacy, holding the rows written before this migration (ids
+-- below the first day bound), which the pruner treats as the day before the migration's.
+--
+-- Changes beside partitioning:
+-- - runs.id and run_events.id lose their identity: ids come from DEFAULT expressions on plain
+--   sequences (nothing writes OVERRIDING SYSTEM VALUE).
+-- - run_events' primary key becomes (run_id, id) (a partitioned table's key includes the
+--   partition key); it replaces run_events_run_idx.
+-- - The foreign keys run_attempts -> runs and run_events -> runs are dropped: detaching a
+--   referenced partition re-checks every referencing row (a join over the whole history) and a
+--   referenced partition cannot be dropped while attached. Jobs are never deleted, and the three
+--   tables of a day are dropped together. runs -> jobs stays.
+-- - UNIQUE (job_id, scheduled_for) cannot be declared on runs (it lacks the partition key); each
+--   partition has it as its own unique index, which INSERT ... ON CONFLICT DO NOTHING (no
+--   conflict target) still honours. A tick's duplicate is always created the same UTC day as
+--   the first (fire_ticks moves the job's next_run_at in the same statement), so it still fires
+--   at most once.
+--
+-- Cost: the existing tables are renamed and attached as the legacy partitions, not copied.
+-- Attaching scans each once to check the partition bound (ACCESS EXCLUSIVE on the three tables
+-- for the migration's transaction); run_events gets its new primary key index built. Everything
+-- else is catalog changes.
+
+DO $$
+DECLARE
+  first_day bigint := floor(extract(epoch FROM now()) / 86400)::bigint;
+  bound bigint := first_day << 32;
+  next_event bigint;
+  d integer;
+  t text;
+  ix record;
+BEGIN
+  SELECT coalesce(max(id), 0) + 1 INTO next_event FROM pgsched.run_events;
+
+  -- The runs triggers move to the parent: sql/functions/ creates them again there.
+  DROP TRIGGER IF EXISTS runs_log_insert ON pgsched.runs;
+  DROP TRIGGER IF EXISTS runs_log_update ON pgsched.runs;
+  DROP TRIGGER IF EXISTS runs_settled ON pgsched.runs;
+  DROP TRIGGER IF EXISTS runs_settled_insert ON pgsched.runs;
+  ALTER TABLE pgsched.run_attempts DROP CONSTRAINT run_attempts_run_id_fkey;
+  ALTER TABLE pgsched.run_events DROP CONSTRAINT run_events_run_id_fkey;
+  ALTER TABLE pgsched.runs ALTER COLUMN id DROP IDENTITY;
+  ALTER TABLE pgsched.run_events ALTER COLUMN id DROP IDENTITY;
+
+  -- The old tables become the legacy partitions; their index names make way for the parents'
+  -- (constraint names are chosen unique in the schema, so the parents name theirs explicitly).
+  ALTER TABLE pgsched.runs RENAME TO runs_legacy;
+  ALTER TABLE pgsched.runs_legacy RENAME CONSTRAINT runs_pkey TO runs_legacy_pkey;
+  ALTER TABLE pgsched.runs_legacy RENAME CONSTRAINT runs_job_id_scheduled_for_key
+    TO runs_legacy_job_id_scheduled_for_key;
+  ALTER INDEX pgsched.runs_job_idx RENAME TO runs_legacy_job_idx;
+  ALTER INDEX pgsched.runs_dead_idx RENAME TO runs_legacy_dead_idx;
+  ALTER INDEX pgsched.runs_waiting_idx RENAME TO runs_legacy_waiting_idx;
+  ALTER INDEX pgsched.runs_status_waiting_idx RENAME TO runs_legacy_status_waiting_idx;
+  ALTER INDEX pgsched.runs_active_idx RENAME TO runs_legacy_active_idx;
+  ALTER TABLE pgsched.run_attempts RENAME TO run_attempts_legacy;
+  ALTER TABLE pgsched.run_attempts_legacy RENAME CONSTRAINT run_attempts_pkey TO run_attempts_legacy_pkey;
+  ALTER TABLE pgsched.run_events RENAME TO run_events_legacy;
+  ALTER TABLE pgsched.run_events_legacy DROP CONSTRAINT run_events_pkey;
+  DROP INDEX pgsched.run_events_run_idx;
+  ALTER TABLE pgsched.run_events_legacy ADD CONSTRAINT run_events_legacy_pkey PRIMARY KEY (run_id, id);
+  CREATE SEQUENCE pgsched.runs_id_seq AS bigint;
+  EXECUTE format('CREATE SEQUENCE pgsched.run_events_id_seq AS bigint START WITH %s', next_event);
+
+  -- The parents take the legacy tables' columns, defaults and CHECK constraints (same names, so
+  -- the legacy tables attach as they are) and their plain indexes.
+  CREATE TABLE pgsched.runs (LIKE pgsched.runs_legacy INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (id);
+  ALTER TABLE pgsched.runs ALTER COLUMN id SET DEFAULT
+    (floor(extract(epoch FROM now()) / 86400)::bigint << 32) | (nextval('pgsched.runs_id_seq') & 4294967295);
+  ALTER TABLE pgsched.runs ADD PRIMARY KEY (id),
+    ADD CONSTRAINT runs_job_id_fkey FOREIGN KEY (job_id) REFERENCES pgsched.jobs (id) ON DELETE CASCADE;
+  ALTER SEQUENCE pgsched.runs_id_seq OWNED BY pgsched.runs.id;
+  CREATE TABLE pgsched.run_attempts (LIKE pgsched.run_attempts_legacy INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (run_id);
+  ALTER TABLE pgsched.run_attempts ADD PRIMARY KEY (run_id, attempt);
+  CREATE TABLE pgsched.run_events (LIKE pgsched.run_events_legacy INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (run_id);
+  ALTER TABLE pgsched.run_events ALTER COLUMN id SET DEFAULT nextval('pgsched.run_events_id_seq'),
+    ADD PRIMARY KEY (run_id, id);
+  ALTER SEQUENCE pgsched.run_events_id_seq OWNED BY pgsched.run_events.id;
+  FOR ix IN
+    SELECT pg_get_indexdef(x.indexrelid) AS def FROM pg_index x
+    WHERE x.indrelid = 'pgsched.runs_legacy'::regclass AND NOT x.indisunique
+  LOOP
+    EXECUTE replace(ix.def, 'runs_legacy', 'runs');
+  END LOOP;
+
+  -- The bound as a CHECK, so that attaching does not scan a second time.
+  EXECUTE format('ALTER TABLE pgsched.runs_legacy ADD CONSTRAINT runs_legacy_bound CHECK (id < %s)', bound);
+  EXECUTE format('ALTER TABLE pgsched.run_attempts_legacy ADD CONSTRAINT run_attempts_legacy_bound CHECK (run_id < %s)', bound);
+  EXECUTE format('ALTER TABLE pgsched.run_events_legacy ADD CONSTRAINT run_events_legacy_bound CHECK (run_id < %s)', bound);
+
+  FOREACH t IN ARRAY ARRAY['runs', 'run_attempts', 'run_events'] LOOP
+    EXECUTE format('ALTER TABLE pgsched.%I ATTACH PARTITION pgsched.%I FOR VALUES FROM (MINVALUE) TO (%s)',
+      t, t || '_legacy', bound);
+    EXECUTE format('ALTER TABLE pgsched.%I DROP CONSTRAINT %I', t || '_legacy', t || '_legacy_bound');
+    EXECUTE format('CREATE TABLE pgsched.%I PARTITION OF pgsched.%I DEFAULT', t || '_default', t);
+  END LOOP;
+  CREATE UNIQUE INDEX runs_default_job_id_scheduled_for_key ON pgsched.runs_default (job_id, scheduled_for);
+
+  -- Today and the next three days; the leader keeps creating them ahead (maintain_history).
+  FOR d IN first_day .. first_day + 3 LOOP
+    FOREACH t IN ARRAY ARRAY['runs', 'run_attempts', 'run_events'] LOOP
+      EXECUTE format('CREATE TABLE pgsched.%I PARTITION OF pgsched.%I FOR VALUES FROM (%s) TO (%s)',
+        t || to_char(date '1970-01-01' + d::integer, '"_d"YYYYMMDD'), t, d::bigint << 32, (d::bigint + 1) << 32);
+    END LOOP;
+    EXECUTE format('CREATE UNIQUE INDEX %I ON pgsched.%I (job_id, scheduled_for)',
+      'runs' || to_char(date '1970-01-01' + d::integer, '"_d"YYYYMMDD') || '_job_id_scheduled_for_key',
+      'runs' || to_char(date '1970-01-01' + d::integer, '"_d"YYYYMMDD'));
+  END LOOP;
+END
+$$;
+`,
+  },
 ]
 
 /** The function files, in the order they are applied. */
@@ -589,7 +717,7 @@ BEGIN
     INSERT INTO pgsched.runs (job_id, scheduled_for, status, finished_at, error, traceparent)
     VALUES (p_job_id, p_scheduled_for, 'skipped', now(),
       'skipped: the previous run is still in progress (concurrency_policy forbid)', p_traceparent)
-    ON CONFLICT (job_id, scheduled_for) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id INTO new_id;
     RETURN new_id;
   END IF;
@@ -598,7 +726,7 @@ BEGIN
   INSERT INTO pgsched.runs (job_id, scheduled_for, status, available_at, traceparent)
   VALUES (p_job_id, p_scheduled_for, CASE WHEN waits THEN 'waiting' ELSE 'queued' END,
     greatest(p_scheduled_for, now()), p_traceparent)
-  ON CONFLICT (job_id, scheduled_for) DO NOTHING
+  ON CONFLICT DO NOTHING
   RETURNING id INTO new_id;
   IF new_id IS NULL THEN RETURN NULL; END IF;
   IF busy THEN
@@ -1446,7 +1574,7 @@ BEGIN
       INSERT INTO pgsched.runs (job_id, scheduled_for, available_at, traceparent)
       SELECT x.id, x.tick, greatest(x.tick, now()), x.tp
       FROM unnest(fast_ids, fast_ticks, fast_tps) AS x(id, tick, tp)
-      ON CONFLICT (job_id, scheduled_for) DO NOTHING
+      ON CONFLICT DO NOTHING
       RETURNING id
     )
     SELECT array_agg(id) INTO run_ids FROM ins;
@@ -2084,6 +2212,163 @@ BEGIN
   END IF;
   SELECT * INTO d FROM pgsched.degradation;
   RETURN d;
+END
+$$;
+`,
+  },
+  {
+    name: "10_history",
+    sql: String.raw`-- Run history by UTC day (migration 000005): runs, run_attempts and run_events have one
+-- partition per day, <table>_dYYYYMMDD, over the day-encoded run ids [day << 32, (day + 1) << 32),
+-- plus <table>_default and <table>_legacy (ids from before partitioning).
+
+-- The run-id bound where UTC day p_day (days since 1970-01-01) starts.
+CREATE OR REPLACE FUNCTION pgsched._history_bound(p_day bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT p_day << 32
+$$;
+
+-- The name of table p_table's partition for UTC day p_day.
+CREATE OR REPLACE FUNCTION pgsched._history_partition(p_table text, p_day bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT p_table || to_char(date '1970-01-01' + p_day::integer, '"_d"YYYYMMDD')
+$$;
+
+/**
+ * The leader's history maintenance, one call a pass: creates the day partitions of today ..
+ * today + p_days_ahead, and drops every day partition older than p_retention_days (a day older
+ * than the retention once it has wholly passed). The runs a dropped day must keep — dead letters
+ * and unfinished runs, with their attempts and events — move to the DEFAULT partitions first;
+ * kept runs of expired days that have since been handled are deleted from there. Never a DELETE
+ * of a day's history: a whole day is dropped. Each day's DDL runs under lock_timeout
+ * p_lock_timeout_ms; a day whose locks are not granted in time is skipped (listed in "skipped")
+ * and retried next pass, so submissions and claims wait at most that long.
+ * Returns {"created": [partitions], "dropped": [partitions], "kept": runs moved to DEFAULT,
+ * "deleted": handled runs deleted from DEFAULT, "skipped": [partitions]}.
+ */
+CREATE OR REPLACE FUNCTION pgsched.maintain_history(
+  p_now timestamptz DEFAULT now(),
+  p_retention_days integer DEFAULT 30,
+  p_days_ahead integer DEFAULT 3,
+  p_lock_timeout_ms integer DEFAULT 1000
+) RETURNS jsonb
+LANGUAGE plpgsql
+-- Restored when the function returns: the lock timeout set below applies to it only.
+SET lock_timeout = '1s'
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  today bigint;
+  cutoff bigint;
+  kept_statuses constant text[] := ARRAY['dead', 'waiting', 'queued', 'running', 'failed'];
+  tables constant text[] := ARRAY['runs', 'run_attempts', 'run_events'];
+  created text[] := '{}';
+  dropped text[] := '{}';
+  skipped text[] := '{}';
+  kept bigint := 0;
+  deleted bigint := 0;
+  d integer;
+  t text;
+  p record;
+  kept_runs pgsched.runs[];
+  kept_attempts pgsched.run_attempts[];
+  kept_events pgsched.run_events[];
+BEGIN
+  IF p_now IS NULL THEN
+    RAISE EXCEPTION 'maintain_history: p_now must not be null' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_retention_days IS NULL OR p_retention_days < 1 THEN
+    RAISE EXCEPTION 'maintain_history: p_retention_days must be at least 1, got %', p_retention_days
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_days_ahead IS NULL OR p_days_ahead NOT BETWEEN 0 AND 366 THEN
+    RAISE EXCEPTION 'maintain_history: p_days_ahead must be between 0 and 366, got %', p_days_ahead
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF p_lock_timeout_ms IS NULL OR p_lock_timeout_ms < 1 THEN
+    RAISE EXCEPTION 'maintain_history: p_lock_timeout_ms must be at least 1, got %', p_lock_timeout_ms
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+  today := floor(extract(epoch FROM p_now) / 86400)::bigint;
+  cutoff := today - p_retention_days;
+
+  FOR d IN today .. today + p_days_ahead LOOP
+    CONTINUE WHEN to_regclass('pgsched.' || pgsched._history_partition('run_events', d)) IS NOT NULL;
+    BEGIN
+      FOREACH t IN ARRAY tables LOOP
+        CONTINUE WHEN to_regclass('pgsched.' || pgsched._history_partition(t, d)) IS NOT NULL;
+        EXECUTE format('CREATE TABLE pgsched.%I PARTITION OF pgsched.%I FOR VALUES FROM (%s) TO (%s)',
+          pgsched._history_partition(t, d), t, pgsched._history_bound(d), pgsched._history_bound(d + 1));
+        IF t = 'runs' THEN
+          -- UNIQUE (job_id, scheduled_for) per partition: a tick is created at most once a day.
+          EXECUTE format('CREATE UNIQUE INDEX %I ON pgsched.%I (job_id, scheduled_for)',
+            pgsched._history_partition(t, d) || '_job_id_scheduled_for_key', pgsched._history_partition(t, d));
+        END IF;
+        created := created || pgsched._history_partition(t, d);
+      END LOOP;
+    EXCEPTION
+      -- check_violation: the DEFAULT partition already holds runs of that day (days were not
+      -- created ahead in time); they stay there and are pruned from there.
+      WHEN lock_not_available OR deadlock_detected OR check_violation THEN
+        skipped := skipped || pgsched._history_partition('runs', d);
+    END;
+  END LOOP;
+
+  FOR p IN
+    SELECT c.relname AS name,
+      substring(pg_get_expr(c.relpartbound, c.oid) FROM 'FROM \(''?(-?[0-9]+)''?\)')::bigint AS lo,
+      substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''?(-?[0-9]+)''?\)')::bigint AS hi
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'pgsched.runs'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+    ORDER BY 3
+  LOOP
+    CONTINUE WHEN p.hi > pgsched._history_bound(cutoff);
+    BEGIN
+      -- Every access to history goes through the parents: holding them holds the day.
+      LOCK TABLE ONLY pgsched.runs, ONLY pgsched.run_attempts, ONLY pgsched.run_events
+        IN ACCESS EXCLUSIVE MODE;
+      SELECT array_agg(r) INTO kept_runs FROM pgsched.runs r
+      WHERE r.id >= coalesce(p.lo, -9223372036854775808) AND r.id < p.hi AND r.status = ANY (kept_statuses);
+      SELECT array_agg(a) INTO kept_attempts FROM pgsched.run_attempts a
+      WHERE a.run_id >= coalesce(p.lo, -9223372036854775808) AND a.run_id < p.hi
+        AND a.run_id = ANY (ARRAY(SELECT (unnest(kept_runs)).id));
+      SELECT array_agg(e) INTO kept_events FROM pgsched.run_events e
+      WHERE e.run_id >= coalesce(p.lo, -9223372036854775808) AND e.run_id < p.hi
+        AND e.run_id = ANY (ARRAY(SELECT (unnest(kept_runs)).id));
+      FOREACH t IN ARRAY ARRAY['run_events', 'run_attempts', 'runs'] LOOP
+        EXECUTE format('DROP TABLE IF EXISTS pgsched.%I', t || substr(p.name, length('runs') + 1));
+        dropped := dropped || (t || substr(p.name, length('runs') + 1));
+      END LOOP;
+      -- Into the DEFAULT partitions directly: the runs' statement triggers (transition log,
+      -- settlement) are on the parent and must not fire for a move.
+      INSERT INTO pgsched.runs_default SELECT * FROM unnest(kept_runs);
+      INSERT INTO pgsched.run_attempts_default SELECT * FROM unnest(kept_attempts);
+      INSERT INTO pgsched.run_events_default SELECT * FROM unnest(kept_events);
+      kept := kept + coalesce(cardinality(kept_runs), 0);
+    EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+      skipped := skipped || p.name::text;
+    END;
+  END LOOP;
+
+  -- Kept runs of expired days that have since been handled (a dead letter retried or
+  -- discarded): a few rows, deleted from the DEFAULT partitions.
+  BEGIN
+    WITH gone AS (
+      DELETE FROM pgsched.runs_default r
+      WHERE r.id < pgsched._history_bound(cutoff) AND NOT (r.status = ANY (kept_statuses))
+      RETURNING r.id
+    ), attempts AS (
+      DELETE FROM pgsched.run_attempts_default a WHERE a.run_id IN (SELECT id FROM gone)
+    ), events AS (
+      DELETE FROM pgsched.run_events_default e WHERE e.run_id IN (SELECT id FROM gone)
+    )
+    SELECT count(*) INTO deleted FROM gone;
+  EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+    skipped := skipped || 'runs_default'::text;
+  END;
+
+  RETURN jsonb_build_object('created', to_jsonb(created), 'dropped', to_jsonb(dropped),
+    'kept', kept, 'deleted', deleted, 'skipped', to_jsonb(skipped));
 END
 $$;
 `,
