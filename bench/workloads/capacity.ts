@@ -61,7 +61,7 @@ const perJobMs = (seconds: number, jobs: number) =>
 export const capacity: Workload = async (ctx: Ctx): Promise<Section> => {
   const seconds = ctx.scale(5, 2)
   const fanOutJobs = ctx.scale(2_000, 500)
-  const batches = ctx.scale(20, 4)
+  const batches = ctx.scale(20, 2)
   const url = await ctx.pg.createPgschedDatabase('bench_capacity')
   const sql = createSql(url, { max: SQL_CONNECTIONS, applicationName: 'bench-capacity' })
   const stages: Stage[] = []

@@ -107,31 +107,28 @@ async function insertDay(
   day: number,
   n: number,
 ): Promise<void> {
-  // Times inside the day, in order of seq; a run takes 10 ms.
+  // Times inside the day, in order of seq; a run takes 10 ms. One statement: the runs are read
+  // back from RETURNING, not from the table.
   await sql.unsafe(
-    `INSERT INTO pgsched.runs (id, job_id, scheduled_for, status, attempt, available_at, worker,
-        started_at, finished_at, exit_code, created_at, updated_at)
-     OVERRIDING SYSTEM VALUE
-     SELECT id, $3::bigint + (s % $4::bigint), t, 'succeeded', 1, t, 'bench-history',
-       t + interval '5 ms', t + interval '15 ms', 0, t, t + interval '15 ms'
-     FROM (SELECT $1::bigint + g AS id, g AS s,
-             to_timestamp($5::float8 * 86400) + (g * (86400.0 / $6::float8)) * interval '1 second' AS t
-           FROM generate_series(0::bigint, $2::bigint - $1::bigint) g) x`,
-    [lo, hi, firstJob, jobs, day, n],
-  )
-  await sql.unsafe(
-    `INSERT INTO pgsched.run_attempts (run_id, attempt, worker, started_at, finished_at, outcome, exit_code)
-     SELECT id, 1, 'bench-history', started_at, finished_at, 'succeeded', 0
-     FROM pgsched.runs WHERE id BETWEEN $1::bigint AND $2::bigint`,
-    [lo, hi],
-  )
-  await sql.unsafe(
-    `INSERT INTO pgsched.run_events (run_id, at, from_status, to_status, attempt, worker)
+    `WITH r AS (
+       INSERT INTO pgsched.runs (id, job_id, scheduled_for, status, attempt, available_at, worker,
+         started_at, finished_at, exit_code, created_at, updated_at)
+       OVERRIDING SYSTEM VALUE
+       SELECT id, $3::bigint + (s % $4::bigint), t, 'succeeded', 1, t, 'bench-history',
+         t + interval '5 ms', t + interval '15 ms', 0, t, t + interval '15 ms'
+       FROM (SELECT $1::bigint + g AS id, g AS s,
+               to_timestamp($5::float8 * 86400) + (g * (86400.0 / $6::float8)) * interval '1 second' AS t
+             FROM generate_series(0::bigint, $2::bigint - $1::bigint) g) x
+       RETURNING id, started_at, finished_at
+     ), a AS (
+       INSERT INTO pgsched.run_attempts (run_id, attempt, worker, started_at, finished_at, outcome, exit_code)
+       SELECT id, 1, 'bench-history', started_at, finished_at, 'succeeded', 0 FROM r
+     )
+     INSERT INTO pgsched.run_events (run_id, at, from_status, to_status, attempt, worker)
      SELECT r.id, e.at, e.from_status, e.to_status, 1, 'bench-history'
-     FROM pgsched.runs r, LATERAL (VALUES (r.started_at, 'queued', 'running'),
-       (r.finished_at, 'running', 'succeeded')) e(at, from_status, to_status)
-     WHERE r.id BETWEEN $1::bigint AND $2::bigint`,
-    [lo, hi],
+     FROM r, LATERAL (VALUES (r.started_at, 'queued', 'running'),
+       (r.finished_at, 'running', 'succeeded')) e(at, from_status, to_status)`,
+    [lo, hi, firstJob, jobs, day, n],
   )
 }
 
