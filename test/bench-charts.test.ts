@@ -48,15 +48,17 @@ const SECTIONS: Section[] = [
       fig('pgsched', 'pickup p99 at 50 runs/s', 17, 'ms'),
       fig('graphile-worker', 'pickup p50 at 50 runs/s', 0, 'ms'),
       fig('graphile-worker', 'pickup p99 at 50 runs/s', 13, 'ms'),
-      fig('pgsched', 'pickup p99 at 1,000 runs/s', 60, 'ms'),
-    ],
-    // Full distributions for 1,000/s: these win over the figures.
-    percentiles: {
-      '1000': {
-        pgsched: Array.from({ length: 101 }, (_, i) => 1 + i),
-        'graphile-worker': Array.from({ length: 101 }, (_, i) => 0.5 + i / 2),
+      // Full distributions for 1,000/s, on the p50 figures: these win over the other figures.
+      {
+        ...fig('pgsched', 'pickup p50 at 1,000 runs/s', 51, 'ms'),
+        percentiles: Array.from({ length: 101 }, (_, i) => 1 + i),
       },
-    },
+      fig('pgsched', 'pickup p99 at 1,000 runs/s', 100, 'ms'),
+      {
+        ...fig('graphile-worker', 'pickup p50 at 1,000 runs/s', 25.5, 'ms'),
+        percentiles: Array.from({ length: 101 }, (_, i) => 0.5 + i / 2),
+      },
+    ],
   },
   {
     id: 'history',

@@ -17,48 +17,35 @@ export interface Chart {
 const PICKUP = /^pickup p(\d+(?:\.\d+)?) at ([\d,]+) runs\/s$/
 
 /**
- * rate → system → [ms, percentile] points: the section's `percentiles` (p0..p100) where present,
- * else the p50/p95/p99 figures. Either nesting of `percentiles` (rate → system or system → rate)
- * is read.
+ * rate → system → [ms, percentile] points: a figure's whole distribution (`percentiles`, p0..p100,
+ * which the pickup workload puts on its p50 figures) where present, else the p50/p95/p99 figures.
  */
 export function pickupDistributions(s: Section): Map<number, Map<string, [number, number][]>> {
   const out = new Map<number, Map<string, [number, number][]>>()
-  const put = (rate: number, system: string, points: [number, number][]) => {
-    if (!Number.isFinite(rate) || points.length === 0) return
-    if (!out.has(rate)) out.set(rate, new Map())
-    out.get(rate)!.set(system, points)
-  }
-  const rateOf = (k: string) => Number(k.replace(/,/g, ''))
-  for (const [k1, inner] of Object.entries(s.percentiles ?? {})) {
-    if (!inner || typeof inner !== 'object') continue
-    for (const [k2, values] of Object.entries(inner)) {
-      if (!Array.isArray(values)) continue
-      const [rate, system] = Number.isFinite(rateOf(k1)) ? [rateOf(k1), k2] : [rateOf(k2), k1]
-      // values[i] is the i-th of 101 percentiles; a shorter array is spread over 0..100.
-      const step = values.length > 1 ? 100 / (values.length - 1) : 0
-      put(
-        rate,
-        system,
-        values.map((ms, i): [number, number] => [Number(ms), i * step]),
-      )
-    }
-  }
-  const fromFigures = new Map<string, [number, number][]>()
+  const full = new Set<string>()
   for (const f of s.figures) {
     const m = PICKUP.exec(f.metric)
     if (!m) continue
-    const key = `${rateOf(m[2]!)}\u0000${f.system}`
-    if (!fromFigures.has(key)) fromFigures.set(key, [])
-    fromFigures.get(key)!.push([f.value, Number(m[1])])
-  }
-  for (const [key, points] of fromFigures) {
-    const [rate, system] = key.split('\u0000') as [string, string]
-    if (out.get(Number(rate))?.has(system)) continue
-    put(
-      Number(rate),
-      system,
-      points.sort((a, b) => a[1] - b[1]),
-    )
+    const rate = Number(m[2]!.replace(/,/g, ''))
+    if (!out.has(rate)) out.set(rate, new Map())
+    const bySystem = out.get(rate)!
+    const key = `${rate} ${f.system}`
+    const all = f.percentiles
+    if (Array.isArray(all) && all.length > 1) {
+      // values[i] is the i-th of 101 percentiles; another length is spread over 0..100.
+      bySystem.set(
+        f.system,
+        all.map((ms, i): [number, number] => [Number(ms), (i * 100) / (all.length - 1)]),
+      )
+      full.add(key)
+    } else if (!full.has(key)) {
+      bySystem.set(
+        f.system,
+        [...(bySystem.get(f.system) ?? []), [f.value, Number(m[1])] as [number, number]].sort(
+          (a, b) => a[1] - b[1],
+        ),
+      )
+    }
   }
   return out
 }

@@ -25,6 +25,11 @@ export interface Figure {
    * `value` is then what it reached (e.g. runs done ÷ the time limit).
    */
   slow?: string
+  /**
+   * A latency figure's whole distribution: p0, p1, …, p100 (101 values, same unit), for charts.
+   * The pickup workload sets it on the p50 figure of each system and rate.
+   */
+  percentiles?: number[]
 }
 
 /** What a workload reports. */
@@ -38,11 +43,6 @@ export interface Section {
   cpuSecondsPerJob?: Record<string, number>
   /** Set when the workload ran out of time as a whole (the run went on with the next one). */
   slow?: string
-  /**
-   * Latency distributions for the charts: rate (runs/s, as a string) → system → 101 values in
-   * ms, p0 to p100 (the pickup section).
-   */
-  percentiles?: Record<string, Record<string, number[]>>
   /** Markdown shown after the section's table (e.g. a table of derived figures). */
   extra?: string
   /** Curves for the charts, e.g. latency against history depth. */
