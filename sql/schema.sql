@@ -258,6 +258,7 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- pgsched._on_run_inserted_skipped() RETURNS trigger  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)
 -- pgsched._on_runs_settled() RETURNS trigger  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)
 -- pgsched._promote(p_run_id bigint) RETURNS void  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)
+-- pgsched._queue_depth() RETURNS bigint  [plpgsql VOLATILE]  (sql/functions/09_degradation.sql)
 -- pgsched._refuse_if_degraded() RETURNS void  [plpgsql STABLE]  (sql/functions/09_degradation.sql)
 -- pgsched._resolve(p_run_id bigint) RETURNS text  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)
 -- pgsched._resolve_dependents(p_job_ids bigint[]) RETURNS void  [plpgsql VOLATILE]  (sql/functions/07_dependencies.sql)

@@ -83,8 +83,31 @@ END
 $$;
 
 /**
+ * The queue depth, runs waiting or queued: counted exactly up to 10,000, above that the
+ * planner's estimate (from the partitions' statistics, which autovacuum keeps fresh), so a
+ * measurement costs at most 10,000 index entries however deep the queue is. The thresholds are
+ * millions: an estimate a few percent off moves a level change by as much, no more.
+ */
+CREATE OR REPLACE FUNCTION pgsched._queue_depth() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  exact bigint;
+  plan jsonb;
+BEGIN
+  SELECT count(*) INTO exact FROM (
+    SELECT 1 FROM pgsched.runs WHERE status IN ('waiting', 'queued') LIMIT 10001) q;
+  IF exact <= 10000 THEN
+    RETURN exact;
+  END IF;
+  EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM pgsched.runs WHERE status IN (''waiting'', ''queued'')'
+    INTO plan;
+  RETURN greatest(exact, (plan -> 0 -> 'Plan' ->> 'Plan Rows')::bigint);
+END
+$$;
+
+/**
  * The automatic mode, run by the leader: measures the queue depth (runs waiting or queued,
- * counted up to twice the critical threshold) and sets the level: 2 from the warning threshold
+ * pgsched._queue_depth) and sets the level: 2 from the warning threshold
  * (low priorities shed, history capped), 3 from the critical one (dependency checks dropped),
  * 4 from twice the critical one (submissions refused). It lowers the level only once the depth
  * is 10 % below the threshold that raised it. Returns the state.
@@ -98,9 +121,7 @@ DECLARE
   floor_of integer;
 BEGIN
   SELECT * INTO d FROM pgsched.degradation;
-  SELECT count(*) INTO depth FROM (
-    SELECT 1 FROM pgsched.runs WHERE status IN ('waiting', 'queued')
-    LIMIT 2 * d.critical_queue_depth + 1) q;
+  depth := pgsched._queue_depth();
   UPDATE pgsched.degradation SET queue_depth = depth, measured_at = now();
   IF d.mode = 'auto' THEN
     target := CASE

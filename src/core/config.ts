@@ -14,6 +14,8 @@ export const HEARTBEAT_INTERVAL_SECONDS_DEFAULT = 10
 export const HEARTBEAT_TIMEOUT_SECONDS_DEFAULT = 60
 /** How long a worker told to stop lets its running runs finish before handing them back. */
 export const SHUTDOWN_GRACE_SECONDS_DEFAULT = 30
+/** Days of run history the leader keeps (dead letters and unfinished runs stay until handled). */
+export const HISTORY_RETENTION_DAYS_DEFAULT = 30
 /** Submissions a minute per user over REST. */
 export const RATE_LIMIT_PER_MINUTE_DEFAULT = 1000
 /** Grace between SIGTERM and SIGKILL when a command times out or is cancelled. */
@@ -57,6 +59,8 @@ export interface PgschedConfig {
   readonly heartbeatTimeoutSeconds: number
   readonly shutdownGraceSeconds: number
   readonly rateLimitPerMinute: number
+  /** Days of run history kept before the leader drops a day's partitions. */
+  readonly historyRetentionDays: number
   readonly dataDir: string
   readonly tasksDir: string
   readonly embeddedPgPort: number
@@ -195,6 +199,13 @@ export function resolveConfig(
       RATE_LIMIT_PER_MINUTE_DEFAULT,
       1,
       100_000_000,
+    ),
+    historyRetentionDays: int(
+      env,
+      'PGSCHED_HISTORY_RETENTION_DAYS',
+      HISTORY_RETENTION_DAYS_DEFAULT,
+      1,
+      36_500,
     ),
     dataDir: str(env, 'PGSCHED_DATA_DIR') ?? DATA_DIR_DEFAULT,
     tasksDir: str(env, 'PGSCHED_TASKS_DIR') ?? TASKS_DIR_DEFAULT,

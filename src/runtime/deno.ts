@@ -51,6 +51,7 @@ const scheduler = new Scheduler({
   holder: 'deno',
   leaderPollMs: config.leaderPollSeconds * 1000,
   heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
+  historyRetentionDays: config.historyRetentionDays,
 })
 scheduler.start()
 const server = Deno.serve(

@@ -209,6 +209,7 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
       holder,
       leaderPollMs: config.leaderPollSeconds * 1000,
       heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
+      historyRetentionDays: config.historyRetentionDays,
     })
     scheduler.start()
     cleanups.push(() => scheduler.stop())

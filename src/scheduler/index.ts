@@ -1,7 +1,7 @@
 /**
  * @module The scheduler role: campaigns for leadership and, while leading, runs the leader-only
- * services: the ticker, the rescuer, the dependency resolver, the degradation governor and the
- * stats collector. One coordinator starts and stops them as leadership changes.
+ * services: the ticker, the rescuer, the dependency resolver, the degradation governor, the
+ * stats collector and the history pruner. One coordinator starts and stops them as leadership changes.
  */
 
 import { HEARTBEAT_TIMEOUT_SECONDS_DEFAULT } from '../core/config.ts'
@@ -11,6 +11,7 @@ import { leaderFence } from '../db/queries/leader.ts'
 import { instruments, observe } from '../telemetry/metrics.ts'
 import { createDegrader } from './degrader.ts'
 import { Elector } from './elector.ts'
+import { createPruner } from './pruner.ts'
 import { Rescuer } from './rescuer.ts'
 import { createResolver } from './resolver.ts'
 import { StatsCollector } from './stats.ts'
@@ -34,6 +35,10 @@ export interface SchedulerOptions {
   degradeIntervalMs?: number
   /** How often the leader counts runs and workers for the metrics. @default STATS_INTERVAL_MS_DEFAULT */
   statsIntervalMs?: number
+  /** Days of run history kept. @default HISTORY_RETENTION_DAYS_DEFAULT */
+  historyRetentionDays?: number
+  /** How often the leader maintains the history partitions. @default 600000 */
+  historyIntervalMs?: number
   /**
    * Called after each pass of a service (each poll of the elector), with its error if it failed:
    * a signal to wait on, for tests and metrics, instead of time.
@@ -45,7 +50,7 @@ export interface SchedulerOptions {
 export type SchedulerService = 'elector' | LeaderServiceName
 
 /** The leader-only services. */
-export type LeaderServiceName = 'ticker' | 'rescuer' | 'resolver' | 'degrader' | 'stats'
+export type LeaderServiceName = 'ticker' | 'rescuer' | 'resolver' | 'degrader' | 'stats' | 'pruner'
 
 /** A leader-only service. */
 interface LeaderService {
@@ -57,7 +62,8 @@ interface LeaderService {
 /** The scheduler role of one process. */
 export class Scheduler {
   readonly #elector: Elector
-  // Started in the order written (ticker, rescuer, resolver, degrader, stats), stopped in reverse.
+  // Started in the order written (ticker, rescuer, resolver, degrader, stats, pruner), stopped in
+  // reverse.
   readonly #byName: Record<LeaderServiceName, LeaderService>
   readonly #holder: string
   #observed = false
@@ -97,6 +103,13 @@ export class Scheduler {
         logger: o.logger,
         intervalMs: o.statsIntervalMs,
         onPass: onPass('stats'),
+      }),
+      pruner: createPruner({
+        sql: o.sql,
+        logger: o.logger,
+        retentionDays: o.historyRetentionDays,
+        intervalMs: o.historyIntervalMs,
+        onPass: onPass('pruner'),
       }),
     }
     this.#elector = new Elector({

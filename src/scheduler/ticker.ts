@@ -1,7 +1,7 @@
 /**
  * @module The ticker: fires due schedule ticks. Leader-only, but safe to run twice at once: due
  * jobs are locked FOR UPDATE SKIP LOCKED, next_run_at only moves from the value that was planned,
- * and unique (job_id, scheduled_for) stops a tick from creating a second run.
+ * and unique (job_id, scheduled_for) (per day partition of runs) stops a tick from creating a second run.
  */
 
 import { planDueTick, planJob, type TickPlan } from '../core/cron.ts'
