@@ -15,9 +15,11 @@ import type { Ctx, Section, Workload } from './lib/context.ts'
 import { TimeLimit } from './lib/measure.ts'
 import { startBenchPostgres } from './lib/postgres.ts'
 import { mergeResults, writeResults } from './lib/report.ts'
+import { capacity } from './workloads/capacity.ts'
 import { cronFanOut } from './workloads/cron.ts'
 import { queueDepth } from './workloads/depth.ts'
 import { endToEnd } from './workloads/e2e.ts'
+import { historyDepth } from './workloads/history.ts'
 import { pickupLatency } from './workloads/pickup.ts'
 import { submitThroughput } from './workloads/submit.ts'
 import { telemetryCost } from './workloads/telemetry.ts'
@@ -29,6 +31,8 @@ const WORKLOADS: [string, Workload][] = [
   ['pickup', pickupLatency],
   ['cron', cronFanOut],
   ['depth', queueDepth],
+  ['history', historyDepth],
+  ['capacity', capacity],
 ]
 
 async function main(): Promise<void> {

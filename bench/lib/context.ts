@@ -25,6 +25,11 @@ export interface Figure {
    * `value` is then what it reached (e.g. runs done ÷ the time limit).
    */
   slow?: string
+  /**
+   * A latency figure's whole distribution: p0, p1, …, p100 (101 values, same unit), for charts.
+   * The pickup workload sets it on the p50 figure of each system and rate.
+   */
+  percentiles?: number[]
 }
 
 /** What a workload reports. */
@@ -38,6 +43,18 @@ export interface Section {
   cpuSecondsPerJob?: Record<string, number>
   /** Set when the workload ran out of time as a whole (the run went on with the next one). */
   slow?: string
+  /** Markdown shown after the section's table (e.g. a table of derived figures). */
+  extra?: string
+  /** Curves for the charts, e.g. latency against history depth. */
+  curves?: Curve[]
+}
+
+/** A measured curve: `y` (in `unit`) against `x` (in `xUnit`), one point per measurement. */
+export interface Curve {
+  name: string
+  xUnit: string
+  unit: string
+  points: [number, number][]
 }
 
 /** A workload: runs on its own databases and returns its section. */

@@ -53,4 +53,12 @@ export const METRIC = {
   telemetryOffCommand10: 'drain `true` commands, concurrency 10, telemetry off',
   telemetryOnCommand10: 'drain `true` commands, concurrency 10, telemetry on',
   telemetryRatioCommand10: '`true` commands: telemetry on ÷ off (median of pairs)',
+  historySubmitRatio: 'submit p50: full history ÷ empty',
+  historyClaimRatio: 'claim p50: full history ÷ empty',
+  historyGetRatio: 'GET /v1/jobs/{id}/runs p50: full history ÷ empty',
+  historyPruneMs: 'pruner: maintain_history dropping one day (function)',
+  historyPruneHeldMs: 'pruner: locks held (function + commit)',
+  historySizeDay30: 'history tables, simulated day 30',
+  historySizeDay60: 'history tables, simulated day 60',
+  historySizeRatio: 'history tables: simulated day 60 ÷ day 30',
 } as const

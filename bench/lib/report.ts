@@ -1,6 +1,7 @@
 /** @module Writes bench/RESULTS.md (tables, targets, cost) and bench/results.json. */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 
+import { charts } from './charts.ts'
 import type { Figure, Section } from './context.ts'
 import { METRIC, SYSTEMS } from './metrics.ts'
 
@@ -159,10 +160,30 @@ function targets(s: Section[]): string[][] {
     `${fmt(bwrap)} vs ${fmt(none)} runs/s = ${fmt(bwrapRatio)} × (${fmt(p(METRIC.commandFloorRatioBwrap))} × the spawn floor); sandbox cost ${fmt(p(METRIC.sandboxCostBwrap))} ms per command, ${fmt(p(METRIC.sandboxCostBwrapSlot))} ms per slot${slow(METRIC.commandBwrapOverNone)}`,
     check(known(bwrapRatio) && bwrapRatio >= 0.5),
   ])
+  // History at steady state (issue 14): 30 days of runs against an empty history.
+  for (const [what, m] of [
+    ['submit', METRIC.historySubmitRatio],
+    ['claim', METRIC.historyClaimRatio],
+    ['GET /v1/jobs/{id}/runs', METRIC.historyGetRatio],
+  ] as const) {
+    const ratio = p(m)
+    rows.push([
+      `${what} p50 with 30 days of history ≤ 1.2 × empty history`,
+      `${fmt(ratio)} ×`,
+      check(known(ratio) && ratio <= 1.2),
+    ])
+  }
+  const grew = p(METRIC.historySizeRatio)
+  rows.push([
+    'history tables flat after day 30 (simulated day 60 ÷ day 30 ≤ 1.1)',
+    `${fmt(p(METRIC.historySizeDay60))} vs ${fmt(p(METRIC.historySizeDay30))} MB = ${fmt(grew)} ×`,
+    check(known(grew) && grew <= 1.1),
+  ])
   return rows
 }
 
-function table(header: string[], rows: string[][]): string {
+/** A markdown table. */
+export function table(header: string[], rows: string[][]): string {
   return [
     `| ${header.join(' | ')} |`,
     `| ${header.map(() => '---').join(' | ')} |`,
@@ -217,9 +238,13 @@ function costSection(sections: Section[]): string {
   ].join('\n')
 }
 
-/** Writes RESULTS.md and results.json beside the benchmark. */
+/** Writes RESULTS.md, results.json and the charts (SVG files) beside the benchmark. */
 export function writeResults(r: Results): void {
   writeFileSync('bench/results.json', `${JSON.stringify(r, null, 2)}\n`)
+  const drawn = charts(r.sections)
+  for (const c of drawn) writeFileSync(`bench/${c.file}`, c.svg)
+  const chartsOf = (s: Section) =>
+    drawn.filter((c) => c.section === s.id).flatMap((c) => [`![${c.title}](${c.file})`, ''])
   const out = [
     '# pgsched benchmark results',
     '',
@@ -241,6 +266,8 @@ export function writeResults(r: Results): void {
       '',
       ...(s.slow ? [`**${s.slow}.**`, ''] : []),
       ...(s.figures.length ? [sectionTable(s), ''] : []),
+      ...(s.extra ? [s.extra, ''] : []),
+      ...chartsOf(s),
       ...s.notes.map((n) => `- ${n}`),
       '',
     ]),

@@ -34,20 +34,7 @@ export const cronFanOut: Workload = async (ctx: Ctx): Promise<Section> => {
     await createScheduledJobs(sql, n)
     ctx.log(`cron: ${n} scheduled jobs created in ${Math.round(performance.now() - t0)} ms`)
 
-    const scheduler = await startPgschedProcess('scheduler', url, {
-      PGSCHED_LEADER_POLL_SECONDS: '1',
-      // The readiness line startPgsched waits for is logged at info.
-      PGSCHED_LOG_LEVEL: 'info',
-    })
-    let fan: FanOut
-    try {
-      await until(() => leaderListening(sql), 120_000, 'the scheduler to lead and listen', 100)
-      const tick = await dueAllAt(sql)
-      ctx.log(`cron: ${n} jobs due at ${tick.toISOString()}; waiting for the fan-out`)
-      fan = await watchFanOut(ctx, sql, tick, n, scheduler.child.pid!)
-    } finally {
-      await scheduler.stop()
-    }
+    const fan = await fanOut(ctx, sql, url, n)
     const check = await verify(sql, fan.tick, n)
     ctx.log(`cron: all ${n} runs enqueued ${fan.allMs.toFixed(0)} ms after the tick`)
 
@@ -93,10 +80,30 @@ export const cronFanOut: Workload = async (ctx: Ctx): Promise<Section> => {
 }
 
 /**
+ * Starts a scheduler on `url` (its database holding the `n` jobs of createScheduledJobs and
+ * nothing else), makes them all due at one tick, watches the fan-out and stops the scheduler.
+ */
+export async function fanOut(ctx: Ctx, sql: SqlPool, url: string, n: number): Promise<FanOut> {
+  const scheduler = await startPgschedProcess('scheduler', url, {
+    PGSCHED_LEADER_POLL_SECONDS: '1',
+    // The readiness line startPgsched waits for is logged at info.
+    PGSCHED_LOG_LEVEL: 'info',
+  })
+  try {
+    await until(() => leaderListening(sql), 120_000, 'the scheduler to lead and listen', 100)
+    const tick = await dueAllAt(sql)
+    ctx.log(`cron: ${n} jobs due at ${tick.toISOString()}; waiting for the fan-out`)
+    return await watchFanOut(ctx, sql, tick, n, scheduler.child.pid!)
+  } finally {
+    await scheduler.stop()
+  }
+}
+
+/**
  * Creates `n` scheduled no-op jobs with a placeholder schedule, and plans them a day ahead so the
  * scheduler has nothing to plan when it starts (planning first ticks is not the fan-out).
  */
-async function createScheduledJobs(sql: SqlPool, n: number): Promise<void> {
+export async function createScheduledJobs(sql: SqlPool, n: number): Promise<void> {
   for (let done = 0; done < n; done += SUBMIT_BATCH) {
     const jobs = Array.from({ length: Math.min(SUBMIT_BATCH, n - done) }, (_, i) => ({
       name: `fan-out-${done + i}`,
@@ -136,7 +143,7 @@ async function dueAllAt(sql: SqlPool): Promise<Date> {
 }
 
 /** What the poller saw. */
-interface FanOut {
+export interface FanOut {
   tick: Date
   /** From T to the first poll that saw every run. */
   allMs: number

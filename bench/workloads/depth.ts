@@ -23,7 +23,7 @@ const WARM_UP = 5
 const SEED_SLICE = 100_000
 
 /** Latencies in ms of one series. */
-interface Series {
+export interface Series {
   submit: number[]
   /** Graphile Worker's claim statement alone. */
   claim: number[]
@@ -38,7 +38,7 @@ export const queueDepth: Workload = async (ctx: Ctx): Promise<Section> => {
   // One connection: every statement timed goes the same way.
   const sql = createSql(url, { max: 1, applicationName: 'bench-depth' })
   try {
-    const empty = await series(sql, k)
+    const empty = await submitAndClaim(sql, k)
     const emptyDepth = await runnable(sql)
     ctx.log(`depth: empty queue measured (${emptyDepth} runnable)`)
 
@@ -59,7 +59,7 @@ export const queueDepth: Workload = async (ctx: Ctx): Promise<Section> => {
     )
 
     const deepDepth = await runnable(sql)
-    const deep = await series(sql, k)
+    const deep = await submitAndClaim(sql, k)
     ctx.log(`depth: deep queue measured (${deepDepth.toLocaleString('en-US')} runnable)`)
 
     const figures = [...figuresOf('empty queue', empty), ...figuresOf('deep queue', deep)].map(
@@ -101,7 +101,7 @@ function figuresOf(
 }
 
 /** Measures `k` submissions, then `k` claims (after WARM_UP of each). */
-async function series(sql: SqlPool, k: number): Promise<Series> {
+export async function submitAndClaim(sql: SqlPool, k: number): Promise<Series> {
   const out: Series = { submit: [], claim: [], take: [] }
   for (let i = 0; i < WARM_UP + k; i++) {
     const t0 = performance.now()

@@ -20,7 +20,7 @@ const SQL_CONNECTIONS = 16
 const BATCH = 1000
 
 /** Runs `call` from `workers` concurrent loops for `seconds`; returns calls per second. */
-async function closedLoop(workers: number, seconds: number, call: () => Promise<unknown>) {
+export async function closedLoop(workers: number, seconds: number, call: () => Promise<unknown>) {
   const deadline = performance.now() + seconds * 1000
   let calls = 0
   const started = performance.now()
@@ -35,7 +35,7 @@ async function closedLoop(workers: number, seconds: number, call: () => Promise<
   return calls / ((performance.now() - started) / 1000)
 }
 
-async function restLoad(url: string, token: string, connections: number, seconds: number) {
+export async function restLoad(url: string, token: string, connections: number, seconds: number) {
   const result = await autocannon({
     url: `${url}/v1/jobs`,
     method: 'POST',
