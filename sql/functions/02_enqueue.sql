@@ -78,6 +78,22 @@ BEGIN
 END
 $$;
 
+/** _enqueue_attempt for many runs: noted inside a group, else enqueued with one add_jobs. */
+CREATE OR REPLACE FUNCTION pgsched._enqueue_attempts_later(p_run_ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
+    RETURN;
+  ELSIF current_setting('pgsched.defer_enqueue', true) = 'on' THEN
+    PERFORM set_config('pgsched.deferred_runs',
+      concat_ws(',', nullif(current_setting('pgsched.deferred_runs', true), ''),
+        array_to_string(p_run_ids, ',')), true);
+  ELSE
+    PERFORM pgsched._enqueue_attempts(p_run_ids);
+  END IF;
+END
+$$;
+
 /** Starts a group: until _enqueue_deferred, enqueueing is noted, not done. */
 CREATE OR REPLACE FUNCTION pgsched._defer_enqueue() RETURNS void
 LANGUAGE sql AS $$
