@@ -249,7 +249,7 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- pgsched._degradation_level() RETURNS smallint  [sql STABLE]  (sql/functions/09_degradation.sql)
 -- pgsched._dependencies_state(p_run_id bigint) RETURNS text  [plpgsql STABLE]  (sql/functions/07_dependencies.sql)
 -- pgsched._enqueue_attempt(p_run_id bigint) RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)
--- pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)
+-- pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void  [sql VOLATILE]  (sql/functions/02_enqueue.sql)
 -- pgsched._enqueue_attempts(p_run_ids bigint[]) RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)
 -- pgsched._enqueue_attempts_later(p_run_ids bigint[]) RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)
 -- pgsched._enqueue_deferred() RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)

@@ -28,16 +28,13 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Enqueues run p_run_id's current attempt at once with add_job, which is cheaper than
--- _enqueue_attempts' set-based statements for a single run.
+-- add_jobs for a single run, and records the executor job on the run in the same statement.
 CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-  s graphile_worker.job_spec := (pgsched._executor_job_specs(ARRAY[p_run_id]))[1];
-BEGIN
+LANGUAGE sql AS $$
   UPDATE pgsched.runs SET executor_job_id = (graphile_worker.add_job(s.identifier, s.payload,
     s.queue_name, s.run_at, s.max_attempts, s.job_key, s.priority, s.flags)).id
-  WHERE id = p_run_id;
-END
+  FROM unnest(pgsched._executor_job_specs(ARRAY[p_run_id])) s
+  WHERE id = p_run_id
 $$;
 
 /**
@@ -47,18 +44,15 @@ $$;
  */
 CREATE OR REPLACE FUNCTION pgsched._enqueue_attempts(p_run_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-  gw_ids bigint[];
-  gw_keys text[];
 BEGIN
   IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
     RETURN;
   END IF;
-  SELECT array_agg(g.id), array_agg(g.key) INTO gw_ids, gw_keys
-  FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids)) g;
-  UPDATE pgsched.runs r SET executor_job_id = x.gw_id
-  FROM unnest(gw_ids, gw_keys) AS x (gw_id, gw_key)
-  WHERE r.id = ANY (p_run_ids) AND pgsched._executor_job_key(r.id) = x.gw_key;
+  -- One statement. Each executor job's key names its run (_executor_job_key), so the run is
+  -- found by its primary key rather than by comparing keys.
+  UPDATE pgsched.runs r SET executor_job_id = g.id
+  FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids)) g
+  WHERE r.id = substr(g.key, length('pgsched_run:') + 1)::bigint AND r.id = ANY (p_run_ids);
 END
 $$;
 

@@ -402,6 +402,7 @@ DECLARE
   ready integer[];
   k integer;
   created bigint[];
+  fresh boolean[];
   unkeyed bigint[];
   ids bigint[];
   queued bigint[];
@@ -568,12 +569,17 @@ BEGIN
       ELSE (SELECT j.id FROM pgsched.jobs j
             WHERE j.owner = owner AND j.idempotency_key = b.idempotency_key) END
     FROM pgsched._batch_jobs(jobs) b ORDER BY b.n);
+  -- Which elements made their job here (not a replay, not beaten to its key).
+  fresh := ARRAY(
+    SELECT NOT replays[u.n] AND c.id IS NOT NULL
+    FROM unnest(ids) WITH ORDINALITY AS u (id, n) LEFT JOIN unnest(created) AS c (id) ON c.id = u.id
+    ORDER BY u.n);
 
   INSERT INTO pgsched.job_dependencies (job_id, depends_on)
   SELECT DISTINCT ids[b.n], CASE WHEN jsonb_typeof(y) = 'string'
     THEN ids[array_position(refs, y #>> '{}')] ELSE (y #>> '{}')::bigint END
   FROM pgsched._batch_jobs(jobs) b CROSS JOIN LATERAL jsonb_array_elements(b.depends_on) y
-  WHERE NOT replays[b.n] AND ids[b.n] = ANY (created);
+  WHERE fresh[b.n];
 
   -- One-off jobs get their runs; a job with dependencies waits (below degradation level 3) and
   -- is resolved at once, like any run created waiting (_create_run).
@@ -584,7 +590,7 @@ BEGIN
       CASE WHEN jsonb_array_length(b.depends_on) > 0 AND level < 3 THEN 'waiting' ELSE 'queued' END,
       greatest(coalesce(b.run_at::timestamptz, now()), now()), traceparent
     FROM pgsched._batch_jobs(jobs) b
-    WHERE NOT replays[b.n] AND b.schedule IS NULL AND ids[b.n] = ANY (created)
+    WHERE fresh[b.n] AND b.schedule IS NULL
     ORDER BY b.n
     RETURNING id, status
   )
@@ -596,7 +602,7 @@ BEGIN
   PERFORM pgsched._resolve(w) FROM unnest(waiting) w;
   PERFORM pg_notify('pgsched_scheduler', ids[b.n]::text)
   FROM pgsched._batch_jobs(jobs) b
-  WHERE NOT replays[b.n] AND b.schedule IS NOT NULL AND ids[b.n] = ANY (created);
+  WHERE fresh[b.n] AND b.schedule IS NOT NULL;
 
   RETURN QUERY SELECT refs[g], ids[g] FROM generate_series(1, n) g;
 END

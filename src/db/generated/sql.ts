@@ -512,16 +512,13 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Enqueues run p_run_id's current attempt at once with add_job, which is cheaper than
--- _enqueue_attempts' set-based statements for a single run.
+-- add_jobs for a single run, and records the executor job on the run in the same statement.
 CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-  s graphile_worker.job_spec := (pgsched._executor_job_specs(ARRAY[p_run_id]))[1];
-BEGIN
+LANGUAGE sql AS $$
   UPDATE pgsched.runs SET executor_job_id = (graphile_worker.add_job(s.identifier, s.payload,
     s.queue_name, s.run_at, s.max_attempts, s.job_key, s.priority, s.flags)).id
-  WHERE id = p_run_id;
-END
+  FROM unnest(pgsched._executor_job_specs(ARRAY[p_run_id])) s
+  WHERE id = p_run_id
 $$;
 
 /**
@@ -531,18 +528,15 @@ $$;
  */
 CREATE OR REPLACE FUNCTION pgsched._enqueue_attempts(p_run_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-  gw_ids bigint[];
-  gw_keys text[];
 BEGIN
   IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
     RETURN;
   END IF;
-  SELECT array_agg(g.id), array_agg(g.key) INTO gw_ids, gw_keys
-  FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids)) g;
-  UPDATE pgsched.runs r SET executor_job_id = x.gw_id
-  FROM unnest(gw_ids, gw_keys) AS x (gw_id, gw_key)
-  WHERE r.id = ANY (p_run_ids) AND pgsched._executor_job_key(r.id) = x.gw_key;
+  -- One statement. Each executor job's key names its run (_executor_job_key), so the run is
+  -- found by its primary key rather than by comparing keys.
+  UPDATE pgsched.runs r SET executor_job_id = g.id
+  FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids)) g
+  WHERE r.id = substr(g.key, length('pgsched_run:') + 1)::bigint AND r.id = ANY (p_run_ids);
 END
 $$;
 
@@ -1062,6 +1056,7 @@ DECLARE
   ready integer[];
   k integer;
   created bigint[];
+  fresh boolean[];
   unkeyed bigint[];
   ids bigint[];
   queued bigint[];
@@ -1228,12 +1223,17 @@ BEGIN
       ELSE (SELECT j.id FROM pgsched.jobs j
             WHERE j.owner = owner AND j.idempotency_key = b.idempotency_key) END
     FROM pgsched._batch_jobs(jobs) b ORDER BY b.n);
+  -- Which elements made their job here (not a replay, not beaten to its key).
+  fresh := ARRAY(
+    SELECT NOT replays[u.n] AND c.id IS NOT NULL
+    FROM unnest(ids) WITH ORDINALITY AS u (id, n) LEFT JOIN unnest(created) AS c (id) ON c.id = u.id
+    ORDER BY u.n);
 
   INSERT INTO pgsched.job_dependencies (job_id, depends_on)
   SELECT DISTINCT ids[b.n], CASE WHEN jsonb_typeof(y) = 'string'
     THEN ids[array_position(refs, y #>> '{}')] ELSE (y #>> '{}')::bigint END
   FROM pgsched._batch_jobs(jobs) b CROSS JOIN LATERAL jsonb_array_elements(b.depends_on) y
-  WHERE NOT replays[b.n] AND ids[b.n] = ANY (created);
+  WHERE fresh[b.n];
 
   -- One-off jobs get their runs; a job with dependencies waits (below degradation level 3) and
   -- is resolved at once, like any run created waiting (_create_run).
@@ -1244,7 +1244,7 @@ BEGIN
       CASE WHEN jsonb_array_length(b.depends_on) > 0 AND level < 3 THEN 'waiting' ELSE 'queued' END,
       greatest(coalesce(b.run_at::timestamptz, now()), now()), traceparent
     FROM pgsched._batch_jobs(jobs) b
-    WHERE NOT replays[b.n] AND b.schedule IS NULL AND ids[b.n] = ANY (created)
+    WHERE fresh[b.n] AND b.schedule IS NULL
     ORDER BY b.n
     RETURNING id, status
   )
@@ -1256,7 +1256,7 @@ BEGIN
   PERFORM pgsched._resolve(w) FROM unnest(waiting) w;
   PERFORM pg_notify('pgsched_scheduler', ids[b.n]::text)
   FROM pgsched._batch_jobs(jobs) b
-  WHERE NOT replays[b.n] AND b.schedule IS NOT NULL AND ids[b.n] = ANY (created);
+  WHERE fresh[b.n] AND b.schedule IS NOT NULL;
 
   RETURN QUERY SELECT refs[g], ids[g] FROM generate_series(1, n) g;
 END
