@@ -87,7 +87,8 @@ describe('pgsched.submit_job', () => {
     expect(job!.owner).toBe(user)
 
     const runs = await t.sql`
-      SELECT r.id, r.status, r.attempt, r.scheduled_for, r.executor_job_id, now() AS now
+      SELECT r.id, r.status, r.attempt, r.scheduled_for, now() AS now,
+        (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
       FROM pgsched.runs r WHERE r.job_id = ${id}`
     expect(runs).toHaveLength(1)
     const run = runs[0]!
@@ -138,7 +139,9 @@ describe('pgsched.submit_job', () => {
     await expect(
       app.begin(async (tx) => {
         const jobId = await submit(tx, { name: 'tx', command: 'echo tx' })
-        const [run] = await tx`SELECT id, executor_job_id FROM pgsched.runs WHERE job_id = ${jobId}`
+        const [run] = await tx`
+          SELECT r.id, (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
+          FROM pgsched.runs r WHERE r.job_id = ${jobId}`
         seen = { jobId, runId: Number(run!.id), gwId: Number(run!.executor_job_id) }
         const [gw] =
           await tx`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE id = ${seen.gwId}`
@@ -164,7 +167,7 @@ describe('pgsched.submit_job', () => {
       SELECT j.id AS job_id, r.id AS run_id, g.id AS gw_id
       FROM pgsched.jobs j
       JOIN pgsched.runs r ON r.job_id = j.id
-      JOIN graphile_worker.jobs g ON g.id = r.executor_job_id AND g.key = 'pgsched_run:' || r.id
+      JOIN graphile_worker.jobs g ON g.key = 'pgsched_run:' || r.id
       WHERE j.id = ${committed}`
     expect(kept).toBeDefined()
     expect(await counts()).toEqual({
@@ -378,7 +381,7 @@ describe('REST and SQL share one implementation', () => {
           'payload', p.payload::jsonb - 'run_id'
         ) AS executor_job
       FROM pgsched.runs r
-      JOIN graphile_worker.jobs g ON g.id = r.executor_job_id
+      JOIN graphile_worker.jobs g ON g.key = 'pgsched_run:' || r.id
       JOIN graphile_worker._private_jobs p ON p.id = g.id
       WHERE r.job_id = ${id} ORDER BY r.id`
     return rows.map((r) => ({ run: r.run, executor_job: r.executor_job }))
