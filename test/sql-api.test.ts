@@ -335,6 +335,53 @@ describe('idempotency_key', () => {
   })
 })
 
+describe('pgsched.submit_jobs, set-based', () => {
+  it('keeps per-job semantics: a key repeated in the batch, a replay, limits, time zone, refs', async () => {
+    const batch = (jobs: object[]) =>
+      app<{ ref: string | null; job_id: number }[]>`
+        SELECT * FROM pgsched.submit_jobs(${JSON.stringify(jobs)}::text::jsonb, owner => 'carol')`
+    const [k] = await batch([{ name: 'k', task: 'noop', idempotency_key: 'set-1' }])
+    // int8 comes back as text on this connection.
+    const first = { job_id: Number(k!.job_id) }
+    const before = await counts()
+    const rows = await batch([
+      { ref: 'a', name: 'new', task: 'noop', idempotency_key: 'set-2' },
+      // The same key again in the batch: the element above's job.
+      { name: 'again', task: 'noop', idempotency_key: 'set-2', depends_on: ['a'] },
+      // A key already used: its job, other fields unchecked (as submit_job).
+      { name: '', task: 'noop', priority: 99, idempotency_key: 'set-1' },
+      { name: 'limited', command: 'true', limits: { memory_mb: 64 }, timezone: 'Asia/Kathmandu' },
+      { name: 'child', task: 'noop', depends_on: ['a', first.job_id] },
+    ])
+    const ids = rows.map((r) => Number(r.job_id))
+    expect(ids[1]).toBe(ids[0])
+    expect(ids[2]).toBe(first.job_id)
+    expect(new Set(ids).size).toBe(4)
+    const jobs = await t.sql<{ name: string; limits: object; timezone: string; deps: number[] }[]>`
+      SELECT j.name, j.limits, j.timezone,
+        ARRAY(SELECT d.depends_on FROM pgsched.job_dependencies d WHERE d.job_id = j.id
+              ORDER BY d.depends_on)::int[] AS deps
+      FROM pgsched.jobs j WHERE j.id = ANY (${ids}::bigint[]) ORDER BY j.id`
+    expect(jobs).toEqual([
+      { name: 'k', limits: {}, timezone: 'UTC', deps: [] },
+      { name: 'new', limits: {}, timezone: 'UTC', deps: [] },
+      { name: 'limited', limits: { memory_mb: 64 }, timezone: 'Asia/Kathmandu', deps: [] },
+      {
+        name: 'child',
+        limits: {},
+        timezone: 'UTC',
+        deps: [first.job_id, ids[0]!].sort((x, y) => x - y),
+      },
+    ])
+    // Two new one-off jobs queued, the child waiting: three runs, two executor jobs.
+    expect(await counts()).toEqual({
+      jobs: before.jobs + 3,
+      runs: before.runs + 3,
+      executor_jobs: before.executor_jobs + 2,
+    })
+  })
+})
+
 describe('pgsched.cancel_job', () => {
   it('cancels a queued run and removes its executor job; false the second time and when unknown', async () => {
     const id = await submit(app, { name: 'cancel', command: 'true', run_at: inAMinute() })
