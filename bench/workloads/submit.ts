@@ -75,16 +75,18 @@ async function pgsched(ctx: Ctx, seconds: number): Promise<Section> {
 
     const before = await jobCount(sql)
     const pgPids = await ctx.pg.pids()
-    const cpu = cpuWindow(() => [api.child.pid!, ...pgPids])
+    const apiCpu = cpuWindow(() => [api.child.pid!])
+    const pgCpu = cpuWindow(() => pgPids)
     const heavy = await restLoad(base, token, 64, seconds)
-    const cpuSeconds = cpu.stop()
+    const [apiSeconds, pgSeconds] = [apiCpu.stop(), pgCpu.stop()]
+    const cpuSeconds = apiSeconds + pgSeconds
     fig(METRIC.restSubmit64, heavy.perSecond, 'jobs/s')
     fig(METRIC.restSubmit64P99, heavy.p99, 'ms')
     fig('REST submit p50, 64 clients', heavy.p50, 'ms')
     const stored = (await jobCount(sql)) - before
     cpuPerJob = cpuSeconds / heavy.ok
     notes.push(
-      `REST: autocannon in the benchmark process, ${seconds} s per load, body \`{"name":"bench","task":"noop"}\`, a submitter token (JWT verified on every request), the rate limit set out of reach. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed; ${stored.toLocaleString('en-US')} jobs stored (every 201 is a stored job and its queued run).`,
+      `REST: autocannon in the benchmark process, ${seconds} s per load, body \`{"name":"bench","task":"noop"}\`, a submitter token (JWT verified on every request), the rate limit set out of reach. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed; ${stored.toLocaleString('en-US')} jobs stored (every 201 is a stored job and its queued run). CPU per job: API process ${cpuMs(apiSeconds, heavy.ok)} ms, Postgres ${cpuMs(pgSeconds, heavy.ok)} ms.`,
     )
 
     fig(
@@ -125,6 +127,7 @@ async function restFloor(ctx: Ctx, seconds: number): Promise<{ figures: Figure[]
   const sql = createSql(url, { max: 1 })
   await sql.unsafe(FLOOR_TABLE_DDL)
   await sql.end()
+  const pgPids = await ctx.pg.pids()
   const port = await freePort()
   const floor = await startService(
     NODE,
@@ -136,7 +139,10 @@ async function restFloor(ctx: Ctx, seconds: number): Promise<{ figures: Figure[]
     const token = await mintToken(BENCH_SECRET, 'bench', ['submitter'], 3600)
     const base = `http://127.0.0.1:${port}`
     await restLoad(base, token, 8, 1) // warm up, as pgsched's API
+    const floorCpu = cpuWindow(() => [floor.child.pid!])
+    const pgCpu = cpuWindow(() => pgPids)
     const heavy = await restLoad(base, token, 64, seconds)
+    const [floorSeconds, pgSeconds] = [floorCpu.stop(), pgCpu.stop()]
     const fig = (metric: string, value: number, unit: string) => ({
       system: SYSTEMS.restFloor,
       metric,
@@ -149,12 +155,15 @@ async function restFloor(ctx: Ctx, seconds: number): Promise<{ figures: Figure[]
         fig(METRIC.restSubmit64P99, heavy.p99, 'ms'),
         fig('REST submit p50, 64 clients', heavy.p50, 'ms'),
       ],
-      note: `REST floor (the column "${SYSTEMS.restFloor}"): bench/lib/rest-floor.ts in its own process, measured right after pgsched's API with the same load: a bare Hono app on @hono/node-server that verifies the same HS256 JWT with jose (issuer, audience and secret as pgsched's) and inserts one row per request (owner and body) into a plain table with an identity key, through pgsched's group commit (src/db/group-commit.ts, same defaults), answering 201 after the commit. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed. It is this machine's limit for "HTTP + auth + durable insert"; pgsched ÷ it is the target's ratio.`,
+      note: `REST floor (the column "${SYSTEMS.restFloor}"): bench/lib/rest-floor.ts in its own process, measured right after pgsched's API with the same load: a bare Hono app on @hono/node-server that verifies the same HS256 JWT with jose (issuer, audience and secret as pgsched's) and inserts one row per request (owner and body) into a plain table with an identity key, through pgsched's group commit (src/db/group-commit.ts, same defaults), answering 201 after the commit. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed; CPU per request: floor process ${cpuMs(floorSeconds, heavy.ok)} ms, Postgres ${cpuMs(pgSeconds, heavy.ok)} ms. It is this machine's limit for "HTTP + auth + durable insert"; pgsched ÷ it is the target's ratio.`,
     }
   } finally {
     await floor.stop()
   }
 }
+
+/** CPU milliseconds per job, as the notes print them. */
+const cpuMs = (seconds: number, jobs: number) => ((seconds * 1000) / jobs).toFixed(2)
 
 async function jobCount(sql: SqlPool): Promise<number> {
   const [row] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pgsched.jobs`
