@@ -231,6 +231,7 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- Functions
 
 -- pgsched._acts_for_anyone() RETURNS boolean  [sql STABLE]  (sql/functions/01_common.sql)
+-- pgsched._add_executor_job(s graphile_worker.job_spec) RETURNS void  [sql VOLATILE]  (sql/functions/02_enqueue.sql)
 -- pgsched._batch_jobs(jobs jsonb) RETURNS TABLE(n integer, v jsonb, ref text, name text, command text, task text, schedule text, timezone text, run_at text, priority integer, max_retries integer, backoff_base_seconds integer, timeout_seconds integer, queue text, idempotency_key text, concurrency_policy text, depends_on jsonb)  [sql IMMUTABLE]  (sql/functions/03_submit.sql)
 -- pgsched._check_batch_job(e jsonb, p_owner text, p_replay boolean) RETURNS void  [plpgsql VOLATILE]  (sql/functions/03_submit.sql)
 -- pgsched._check_batch_shape(jobs jsonb) RETURNS void  [plpgsql VOLATILE]  (sql/functions/03_submit.sql)
@@ -254,6 +255,7 @@ GRANT EXECUTE ON FUNCTION pgsched.validate_cron(text) TO pgsched_submitter;
 -- pgsched._enqueue_attempts_later(p_run_ids bigint[]) RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)
 -- pgsched._enqueue_deferred() RETURNS void  [plpgsql VOLATILE]  (sql/functions/02_enqueue.sql)
 -- pgsched._executor_job_key(p_run_id bigint) RETURNS text  [sql IMMUTABLE]  (sql/functions/02_enqueue.sql)
+-- pgsched._executor_job_spec(p_run_id bigint, p_attempt integer, p_queue text, p_run_at timestamp with time zone, p_priority integer) RETURNS graphile_worker.job_spec  [sql STABLE]  (sql/functions/02_enqueue.sql)
 -- pgsched._executor_job_specs(p_run_ids bigint[]) RETURNS graphile_worker.job_spec[]  [sql STABLE]  (sql/functions/02_enqueue.sql)
 -- pgsched._grant_sql_api() RETURNS void  [plpgsql VOLATILE]  (sql/functions/99_privileges.sql)
 -- pgsched._invalid(field text, message text) RETURNS void  [plpgsql VOLATILE]  (sql/functions/01_common.sql)

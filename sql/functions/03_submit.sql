@@ -107,6 +107,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   job_id bigint;
+  run_id bigint;
+  run_available_at timestamptz;
   p_tz text := coalesce(_submit_job.timezone, 'UTC');
 BEGIN
   PERFORM pgsched._check_submitter(_submit_job.owner);
@@ -149,7 +151,20 @@ BEGIN
     SELECT DISTINCT job_id, d FROM unnest(_submit_job.depends_on) d;
   END IF;
 
-  IF _submit_job.schedule IS NULL THEN
+  IF _submit_job.schedule IS NULL AND cardinality(_submit_job.depends_on) = 0 THEN
+    -- A one-off job without dependencies: its run is queued at once (what _create_run does for
+    -- it, without reading back the job this function has just written).
+    INSERT INTO pgsched.runs AS r (job_id, scheduled_for, status, available_at, traceparent)
+    VALUES (job_id, coalesce(_submit_job.run_at, now()), 'queued',
+      greatest(_submit_job.run_at, now()), _submit_job.traceparent)
+    RETURNING r.id, r.available_at INTO run_id, run_available_at;
+    IF current_setting('pgsched.defer_enqueue', true) = 'on' THEN
+      PERFORM pgsched._enqueue_attempt(run_id);
+    ELSE
+      PERFORM pgsched._add_executor_job(pgsched._executor_job_spec(run_id, 1, _submit_job.queue,
+        run_available_at, _submit_job.priority));
+    END IF;
+  ELSIF _submit_job.schedule IS NULL THEN
     PERFORM pgsched._create_run(job_id, coalesce(_submit_job.run_at, now()), _submit_job.traceparent);
   ELSE
     PERFORM pg_notify('pgsched_scheduler', job_id::text);

@@ -496,30 +496,44 @@ LANGUAGE sql IMMUTABLE AS $$
   SELECT 'pgsched_run:' || p_run_id
 $$;
 
--- The executor job specs of the current attempts of runs p_run_ids, in run id order. pgsched owns
--- retries, so each attempt is one executor job with max_attempts = 1; a job's queue is its Graphile
--- lane ('pgsched:' || queue, NULL = no lane); priorities 8-10 carry the 'low' flag so a degraded
--- system can skip them with forbiddenFlags.
+-- The executor job spec of attempt p_attempt of run p_run_id, of a job with queue p_queue and
+-- priority p_priority, due at p_run_at. pgsched owns retries, so each attempt is one executor job
+-- with max_attempts = 1; a job's queue is its Graphile lane ('pgsched:' || queue, NULL = no
+-- lane); priorities 8-10 carry the 'low' flag so a degraded system can skip them with
+-- forbiddenFlags.
+CREATE OR REPLACE FUNCTION pgsched._executor_job_spec(p_run_id bigint, p_attempt integer,
+  p_queue text, p_run_at timestamptz, p_priority integer)
+RETURNS graphile_worker.job_spec
+LANGUAGE sql STABLE AS $$
+  SELECT ROW('pgsched_run', json_build_object('run_id', p_run_id, 'attempt', p_attempt),
+    CASE WHEN p_queue IS NOT NULL THEN 'pgsched:' || p_queue END, p_run_at, 1,
+    pgsched._executor_job_key(p_run_id), p_priority,
+    CASE WHEN p_priority >= 8 THEN ARRAY['low'] END)::graphile_worker.job_spec
+$$;
+
+-- The executor job specs of the current attempts of runs p_run_ids, in run id order.
 CREATE OR REPLACE FUNCTION pgsched._executor_job_specs(p_run_ids bigint[])
 RETURNS graphile_worker.job_spec[]
 LANGUAGE sql STABLE AS $$
   SELECT ARRAY(
-    SELECT ROW('pgsched_run', json_build_object('run_id', r.id, 'attempt', r.attempt),
-      CASE WHEN j.queue IS NOT NULL THEN 'pgsched:' || j.queue END, r.available_at, 1,
-      pgsched._executor_job_key(r.id), j.priority,
-      CASE WHEN j.priority >= 8 THEN ARRAY['low'] END)::graphile_worker.job_spec
+    SELECT pgsched._executor_job_spec(r.id, r.attempt, j.queue, r.available_at, j.priority)
     FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
     WHERE r.id = ANY (p_run_ids)
     ORDER BY r.id)
 $$;
 
--- Enqueues run p_run_id's current attempt at once with add_job, which is cheaper than
--- add_jobs' set-based statements for a single run.
-CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void
+-- Enqueues a new attempt with add_job, which is cheaper than add_jobs' set-based statements
+-- for a single run: spec s (_executor_job_spec).
+CREATE OR REPLACE FUNCTION pgsched._add_executor_job(s graphile_worker.job_spec) RETURNS void
 LANGUAGE sql AS $$
   SELECT graphile_worker.add_job(s.identifier, s.payload, s.queue_name, s.run_at, s.max_attempts,
-    s.job_key, s.priority, s.flags)
-  FROM unnest(pgsched._executor_job_specs(ARRAY[p_run_id])) s;
+    s.job_key, s.priority, s.flags);
+$$;
+
+-- Enqueues run p_run_id's current attempt at once.
+CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void
+LANGUAGE sql AS $$
+  SELECT pgsched._add_executor_job((pgsched._executor_job_specs(ARRAY[p_run_id]))[1]);
 $$;
 
 /**
@@ -760,6 +774,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   job_id bigint;
+  run_id bigint;
+  run_available_at timestamptz;
   p_tz text := coalesce(_submit_job.timezone, 'UTC');
 BEGIN
   PERFORM pgsched._check_submitter(_submit_job.owner);
@@ -802,7 +818,20 @@ BEGIN
     SELECT DISTINCT job_id, d FROM unnest(_submit_job.depends_on) d;
   END IF;
 
-  IF _submit_job.schedule IS NULL THEN
+  IF _submit_job.schedule IS NULL AND cardinality(_submit_job.depends_on) = 0 THEN
+    -- A one-off job without dependencies: its run is queued at once (what _create_run does for
+    -- it, without reading back the job this function has just written).
+    INSERT INTO pgsched.runs AS r (job_id, scheduled_for, status, available_at, traceparent)
+    VALUES (job_id, coalesce(_submit_job.run_at, now()), 'queued',
+      greatest(_submit_job.run_at, now()), _submit_job.traceparent)
+    RETURNING r.id, r.available_at INTO run_id, run_available_at;
+    IF current_setting('pgsched.defer_enqueue', true) = 'on' THEN
+      PERFORM pgsched._enqueue_attempt(run_id);
+    ELSE
+      PERFORM pgsched._add_executor_job(pgsched._executor_job_spec(run_id, 1, _submit_job.queue,
+        run_available_at, _submit_job.priority));
+    END IF;
+  ELSIF _submit_job.schedule IS NULL THEN
     PERFORM pgsched._create_run(job_id, coalesce(_submit_job.run_at, now()), _submit_job.traceparent);
   ELSE
     PERFORM pg_notify('pgsched_scheduler', job_id::text);
@@ -2202,6 +2231,10 @@ BEGIN
   END IF;
   IF coalesce(p_network, false) AND NOT p_is_command THEN
     PERFORM pgsched._invalid('network', 'applies to a command only');
+  END IF;
+  -- Most submissions ask for neither: no settings to read.
+  IF coalesce(p_limits, '{}') = '{}' AND NOT coalesce(p_network, false) THEN
+    RETURN;
   END IF;
   SELECT * INTO s FROM pgsched.settings;
   FOR k, v IN SELECT * FROM jsonb_each(coalesce(p_limits, '{}')) LOOP
