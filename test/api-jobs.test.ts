@@ -32,7 +32,8 @@ describe('POST /v1/jobs', () => {
     })
     expect(Date.parse(res.body.next_run)).not.toBeNaN()
     const runs =
-      await t.sql`SELECT status, executor_job_id FROM pgsched.runs WHERE job_id = ${res.body.job_id}`
+      await t.sql`SELECT r.status, (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
+        FROM pgsched.runs r WHERE r.job_id = ${res.body.job_id}`
     expect(runs).toHaveLength(1)
     expect(runs[0]!.status).toBe('queued')
     const [gw] =
@@ -49,7 +50,7 @@ describe('POST /v1/jobs', () => {
     expect(res.status).toBe(201)
     expect(res.body.next_run).toBe(runAt)
     const [gw] = await t.sql`
-      SELECT g.run_at FROM pgsched.runs r JOIN graphile_worker.jobs g ON g.id = r.executor_job_id
+      SELECT g.run_at FROM pgsched.runs r JOIN graphile_worker.jobs g ON g.key = 'pgsched_run:' || r.id
       WHERE r.job_id = ${res.body.job_id}`
     expect(gw!.run_at.toISOString()).toBe(runAt)
   })
@@ -235,7 +236,7 @@ describe('PATCH /v1/jobs/{id}', () => {
     await t.request('PATCH', `/v1/jobs/${job.job_id}`, { token: alice, body: { status: 'active' } })
     expect(await gwCount()).toBe(1)
     const [gw] = await t.sql`
-      SELECT g.priority, g.flags FROM pgsched.runs r JOIN graphile_worker.jobs g ON g.id = r.executor_job_id
+      SELECT g.priority, g.flags FROM pgsched.runs r JOIN graphile_worker.jobs g ON g.key = 'pgsched_run:' || r.id
       WHERE r.job_id = ${job.job_id}`
     expect(gw!.priority).toBe(9)
     expect(gw!.flags).toEqual({ low: true })

@@ -41,7 +41,8 @@ async function queuedRun(opts = "max_retries => 1, backoff_base_seconds => 0, qu
     `SELECT pgsched.submit_job(name => 'r', command => 'true', ${opts}) AS id`,
   )
   const [run] = await t.sql<{ id: number; executor_job_id: number }[]>`
-    SELECT id, executor_job_id FROM pgsched.runs WHERE job_id = ${job!.id}`
+    SELECT r.id, (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
+    FROM pgsched.runs r WHERE r.job_id = ${job!.id}`
   return run!
 }
 

@@ -147,8 +147,8 @@ describe('ticks', () => {
     }
     const runsOf = () =>
       t.sql<{ scheduled_for: Date; status: string; executor_job_id: number | null }[]>`
-        SELECT scheduled_for, status, executor_job_id FROM pgsched.runs
-        WHERE job_id = ${id} ORDER BY scheduled_for`
+        SELECT r.scheduled_for, r.status, (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
+        FROM pgsched.runs r WHERE r.job_id = ${id} ORDER BY r.scheduled_for`
 
     await waitFor(async () => (await runsOf()).length >= 1, 5000, 'the first run')
     const earlierNext = await nextRunAt()
@@ -237,7 +237,7 @@ describe('ticks', () => {
     expect(dupes).toEqual([])
     const [cover] = await t.sql<{ jobs: number; runs: number; executor: number }[]>`
       SELECT count(DISTINCT r.job_id)::int AS jobs, count(*)::int AS runs,
-        count(DISTINCT r.executor_job_id)::int AS executor
+        count(DISTINCT (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id))::int AS executor
       FROM pgsched.runs r WHERE r.job_id = ANY(${ids})`
     expect(cover!.jobs).toBe(200)
     // Every run got exactly one executor job of its own.

@@ -87,7 +87,8 @@ describe('pgsched.submit_job', () => {
     expect(job!.owner).toBe(user)
 
     const runs = await t.sql`
-      SELECT r.id, r.status, r.attempt, r.scheduled_for, r.executor_job_id, now() AS now
+      SELECT r.id, r.status, r.attempt, r.scheduled_for, now() AS now,
+        (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
       FROM pgsched.runs r WHERE r.job_id = ${id}`
     expect(runs).toHaveLength(1)
     const run = runs[0]!
@@ -138,7 +139,9 @@ describe('pgsched.submit_job', () => {
     await expect(
       app.begin(async (tx) => {
         const jobId = await submit(tx, { name: 'tx', command: 'echo tx' })
-        const [run] = await tx`SELECT id, executor_job_id FROM pgsched.runs WHERE job_id = ${jobId}`
+        const [run] = await tx`
+          SELECT r.id, (SELECT gk.id FROM graphile_worker._private_jobs gk WHERE gk.key = 'pgsched_run:' || r.id) AS executor_job_id
+          FROM pgsched.runs r WHERE r.job_id = ${jobId}`
         seen = { jobId, runId: Number(run!.id), gwId: Number(run!.executor_job_id) }
         const [gw] =
           await tx`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE id = ${seen.gwId}`
@@ -164,7 +167,7 @@ describe('pgsched.submit_job', () => {
       SELECT j.id AS job_id, r.id AS run_id, g.id AS gw_id
       FROM pgsched.jobs j
       JOIN pgsched.runs r ON r.job_id = j.id
-      JOIN graphile_worker.jobs g ON g.id = r.executor_job_id AND g.key = 'pgsched_run:' || r.id
+      JOIN graphile_worker.jobs g ON g.key = 'pgsched_run:' || r.id
       WHERE j.id = ${committed}`
     expect(kept).toBeDefined()
     expect(await counts()).toEqual({
@@ -332,6 +335,53 @@ describe('idempotency_key', () => {
   })
 })
 
+describe('pgsched.submit_jobs, set-based', () => {
+  it('keeps per-job semantics: a key repeated in the batch, a replay, limits, time zone, refs', async () => {
+    const batch = (jobs: object[]) =>
+      app<{ ref: string | null; job_id: number }[]>`
+        SELECT * FROM pgsched.submit_jobs(${JSON.stringify(jobs)}::text::jsonb, owner => 'carol')`
+    const [k] = await batch([{ name: 'k', task: 'noop', idempotency_key: 'set-1' }])
+    // int8 comes back as text on this connection.
+    const first = { job_id: Number(k!.job_id) }
+    const before = await counts()
+    const rows = await batch([
+      { ref: 'a', name: 'new', task: 'noop', idempotency_key: 'set-2' },
+      // The same key again in the batch: the element above's job.
+      { name: 'again', task: 'noop', idempotency_key: 'set-2', depends_on: ['a'] },
+      // A key already used: its job, other fields unchecked (as submit_job).
+      { name: '', task: 'noop', priority: 99, idempotency_key: 'set-1' },
+      { name: 'limited', command: 'true', limits: { memory_mb: 64 }, timezone: 'Asia/Kathmandu' },
+      { name: 'child', task: 'noop', depends_on: ['a', first.job_id] },
+    ])
+    const ids = rows.map((r) => Number(r.job_id))
+    expect(ids[1]).toBe(ids[0])
+    expect(ids[2]).toBe(first.job_id)
+    expect(new Set(ids).size).toBe(4)
+    const jobs = await t.sql<{ name: string; limits: object; timezone: string; deps: number[] }[]>`
+      SELECT j.name, j.limits, j.timezone,
+        ARRAY(SELECT d.depends_on FROM pgsched.job_dependencies d WHERE d.job_id = j.id
+              ORDER BY d.depends_on)::int[] AS deps
+      FROM pgsched.jobs j WHERE j.id = ANY (${ids}::bigint[]) ORDER BY j.id`
+    expect(jobs).toEqual([
+      { name: 'k', limits: {}, timezone: 'UTC', deps: [] },
+      { name: 'new', limits: {}, timezone: 'UTC', deps: [] },
+      { name: 'limited', limits: { memory_mb: 64 }, timezone: 'Asia/Kathmandu', deps: [] },
+      {
+        name: 'child',
+        limits: {},
+        timezone: 'UTC',
+        deps: [first.job_id, ids[0]!].sort((x, y) => x - y),
+      },
+    ])
+    // Two new one-off jobs queued, the child waiting: three runs, two executor jobs.
+    expect(await counts()).toEqual({
+      jobs: before.jobs + 3,
+      runs: before.runs + 3,
+      executor_jobs: before.executor_jobs + 2,
+    })
+  })
+})
+
 describe('pgsched.cancel_job', () => {
   it('cancels a queued run and removes its executor job; false the second time and when unknown', async () => {
     const id = await submit(app, { name: 'cancel', command: 'true', run_at: inAMinute() })
@@ -378,7 +428,7 @@ describe('REST and SQL share one implementation', () => {
           'payload', p.payload::jsonb - 'run_id'
         ) AS executor_job
       FROM pgsched.runs r
-      JOIN graphile_worker.jobs g ON g.id = r.executor_job_id
+      JOIN graphile_worker.jobs g ON g.key = 'pgsched_run:' || r.id
       JOIN graphile_worker._private_jobs p ON p.id = g.id
       WHERE r.job_id = ${id} ORDER BY r.id`
     return rows.map((r) => ({ run: r.run, executor_job: r.executor_job }))

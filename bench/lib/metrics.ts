@@ -8,6 +8,8 @@ export const SYSTEMS = {
   pgsched: 'pgsched',
   graphile: 'graphile-worker',
   pgboss: 'pg-boss',
+  /** The REST submit floor: bare Hono + jose + a group-committed insert (bench/lib/rest-floor.ts). */
+  restFloor: 'REST floor',
 } as const
 
 export const METRIC = {

@@ -105,6 +105,28 @@ function targets(s: Section[]): string[][] {
     `${fmt(rest)} jobs/s, p99 ${fmt(restP99)} ms`,
     check(known(rest, restP99) && rest >= 5000 && restP99 < 50),
   ])
+  const restFloor = find(s, SYSTEMS.restFloor, METRIC.restSubmit64)
+  const restFloorP99 = find(s, SYSTEMS.restFloor, METRIC.restSubmit64P99)
+  rows.push([
+    'REST submit, 64 clients ≥ 0.6 × the REST floor measured in the same run',
+    `${fmt(rest)} vs ${fmt(restFloor)} jobs/s = ${fmt(rest / restFloor)} × (p99 ${fmt(restP99)} vs ${fmt(restFloorP99)} ms)`,
+    check(known(rest, restFloor) && rest / restFloor >= 0.6),
+  ])
+  for (const [label, m, target] of [
+    [
+      'SQL submit, one per transaction, 16 connections ≥ 1.0 × Graphile `add_job`',
+      METRIC.sqlSubmit,
+      1,
+    ],
+    ['batch submit, 1,000 per call ≥ 0.5 × Graphile `add_jobs`', METRIC.batchSubmit, 0.5],
+  ] as const) {
+    const ratio = p(m) / g(m)
+    rows.push([
+      label,
+      `${fmt(p(m))} vs ${fmt(g(m))} jobs/s = ${fmt(ratio)} ×`,
+      check(known(ratio) && ratio >= target),
+    ])
+  }
   for (const [label, m] of [
     ['concurrency 10', METRIC.drainTask10],
     ['concurrency 25', METRIC.drainTask25],

@@ -180,7 +180,7 @@ async function watchFanOut(
         const [row] = await poller<{ seen: number; ms: number }[]>`
           SELECT count(*)::int AS seen,
             (extract(epoch FROM statement_timestamp() - ${t}::timestamptz) * 1000)::float8 AS ms
-          FROM pgsched.runs r JOIN graphile_worker._private_jobs g ON g.id = r.executor_job_id
+          FROM pgsched.runs r JOIN graphile_worker._private_jobs g ON g.key = 'pgsched_run:' || r.id
           WHERE r.scheduled_for = ${t}`
         if (row!.seen < n) return false
         allMs = row!.ms
@@ -211,7 +211,7 @@ async function verify(sql: SqlPool, t: Date, n: number): Promise<{ ok: boolean; 
       count(g.id)::int AS executor_jobs,
       count(DISTINCT r.created_at)::int AS transactions
     FROM pgsched.runs r LEFT JOIN graphile_worker._private_jobs g
-      ON g.id = r.executor_job_id AND g.key = 'pgsched_run:' || r.id`
+      ON g.key = 'pgsched_run:' || r.id`
   const ok = c!.runs === n && c!.jobs === n && c!.at_t === n && c!.executor_jobs === n
   return {
     ok,

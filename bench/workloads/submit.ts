@@ -10,11 +10,12 @@ import { PgBoss } from 'pg-boss'
 
 import { mintToken } from '../../src/api/tokens.ts'
 import { createSql, type SqlPool } from '../../src/db/client.ts'
-import { freePort } from '../../test/processes.ts'
+import { freePort, NODE, startService } from '../../test/processes.ts'
 import type { Ctx, Figure, Section, Workload } from '../lib/context.ts'
 import { cpuWindow } from '../lib/measure.ts'
 import { METRIC, SYSTEMS } from '../lib/metrics.ts'
 import { BENCH_SECRET, startPgschedProcess } from '../lib/pgsched.ts'
+import { FLOOR_READY, FLOOR_TABLE_DDL } from '../lib/rest-floor.ts'
 
 const SQL_CONNECTIONS = 16
 const BATCH = 1000
@@ -74,16 +75,18 @@ async function pgsched(ctx: Ctx, seconds: number): Promise<Section> {
 
     const before = await jobCount(sql)
     const pgPids = await ctx.pg.pids()
-    const cpu = cpuWindow(() => [api.child.pid!, ...pgPids])
+    const apiCpu = cpuWindow(() => [api.child.pid!])
+    const pgCpu = cpuWindow(() => pgPids)
     const heavy = await restLoad(base, token, 64, seconds)
-    const cpuSeconds = cpu.stop()
+    const [apiSeconds, pgSeconds] = [apiCpu.stop(), pgCpu.stop()]
+    const cpuSeconds = apiSeconds + pgSeconds
     fig(METRIC.restSubmit64, heavy.perSecond, 'jobs/s')
     fig(METRIC.restSubmit64P99, heavy.p99, 'ms')
     fig('REST submit p50, 64 clients', heavy.p50, 'ms')
     const stored = (await jobCount(sql)) - before
     cpuPerJob = cpuSeconds / heavy.ok
     notes.push(
-      `REST: autocannon in the benchmark process, ${seconds} s per load, body \`{"name":"bench","task":"noop"}\`, a submitter token (JWT verified on every request), the rate limit set out of reach. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed; ${stored.toLocaleString('en-US')} jobs stored (every 201 is a stored job and its queued run).`,
+      `REST: autocannon in the benchmark process, ${seconds} s per load, body \`{"name":"bench","task":"noop"}\`, a submitter token (JWT verified on every request), the rate limit set out of reach. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed; ${stored.toLocaleString('en-US')} jobs stored (every 201 is a stored job and its queued run). CPU per job: API process ${cpuMs(apiSeconds, heavy.ok)} ms, Postgres ${cpuMs(pgSeconds, heavy.ok)} ms.`,
     )
 
     fig(
@@ -114,6 +117,53 @@ async function pgsched(ctx: Ctx, seconds: number): Promise<Section> {
     cpuSecondsPerJob: { 'submit a job over REST (64 clients)': cpuPerJob },
   }
 }
+
+/**
+ * The REST floor (bench/lib/rest-floor.ts) in its own process and database, loaded as pgsched's
+ * API is: the same token, body and clients.
+ */
+async function restFloor(ctx: Ctx, seconds: number): Promise<{ figures: Figure[]; note: string }> {
+  const url = await ctx.pg.createDatabase('bench_submit_floor')
+  const sql = createSql(url, { max: 1 })
+  await sql.unsafe(FLOOR_TABLE_DDL)
+  await sql.end()
+  const pgPids = await ctx.pg.pids()
+  const port = await freePort()
+  const floor = await startService(
+    NODE,
+    ['bench/lib/rest-floor.ts'],
+    { DATABASE_URL: url, PORT: String(port), JWT_SECRET: BENCH_SECRET },
+    FLOOR_READY,
+  )
+  try {
+    const token = await mintToken(BENCH_SECRET, 'bench', ['submitter'], 3600)
+    const base = `http://127.0.0.1:${port}`
+    await restLoad(base, token, 8, 1) // warm up, as pgsched's API
+    const floorCpu = cpuWindow(() => [floor.child.pid!])
+    const pgCpu = cpuWindow(() => pgPids)
+    const heavy = await restLoad(base, token, 64, seconds)
+    const [floorSeconds, pgSeconds] = [floorCpu.stop(), pgCpu.stop()]
+    const fig = (metric: string, value: number, unit: string) => ({
+      system: SYSTEMS.restFloor,
+      metric,
+      value,
+      unit,
+    })
+    return {
+      figures: [
+        fig(METRIC.restSubmit64, heavy.perSecond, 'jobs/s'),
+        fig(METRIC.restSubmit64P99, heavy.p99, 'ms'),
+        fig('REST submit p50, 64 clients', heavy.p50, 'ms'),
+      ],
+      note: `REST floor (the column "${SYSTEMS.restFloor}"): bench/lib/rest-floor.ts in its own process, measured right after pgsched's API with the same load: a bare Hono app on @hono/node-server that verifies the same HS256 JWT with jose (issuer, audience and secret as pgsched's) and inserts one row per request (owner and body) into a plain table with an identity key, through pgsched's group commit (src/db/group-commit.ts, same defaults), answering 201 after the commit. At 64 clients: ${heavy.ok.toLocaleString('en-US')} answered 201, ${heavy.failed} failed; CPU per request: floor process ${cpuMs(floorSeconds, heavy.ok)} ms, Postgres ${cpuMs(pgSeconds, heavy.ok)} ms. It is this machine's limit for "HTTP + auth + durable insert"; pgsched ÷ it is the target's ratio.`,
+    }
+  } finally {
+    await floor.stop()
+  }
+}
+
+/** CPU milliseconds per job, as the notes print them. */
+const cpuMs = (seconds: number, jobs: number) => ((seconds * 1000) / jobs).toFixed(2)
 
 async function jobCount(sql: SqlPool): Promise<number> {
   const [row] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pgsched.jobs`
@@ -183,6 +233,10 @@ async function pgBoss(ctx: Ctx, seconds: number): Promise<Figure[]> {
 export const submitThroughput: Workload = async (ctx) => {
   const seconds = ctx.scale(10, 3)
   const section = await pgsched(ctx, seconds)
+  ctx.log('submit: REST floor')
+  const floor = await restFloor(ctx, seconds)
+  section.figures.push(...floor.figures)
+  section.notes.push(floor.note)
   ctx.log('submit: graphile-worker')
   section.figures.push(...(await graphile(ctx, seconds)))
   ctx.log('submit: pg-boss')

@@ -10,55 +10,60 @@ LANGUAGE sql IMMUTABLE AS $$
   SELECT 'pgsched_run:' || p_run_id
 $$;
 
--- The executor job specs of the current attempts of runs p_run_ids, in run id order. pgsched owns
--- retries, so each attempt is one executor job with max_attempts = 1; a job's queue is its Graphile
--- lane ('pgsched:' || queue, NULL = no lane); priorities 8-10 carry the 'low' flag so a degraded
--- system can skip them with forbiddenFlags.
+-- The executor job spec of attempt p_attempt of run p_run_id, of a job with queue p_queue and
+-- priority p_priority, due at p_run_at. pgsched owns retries, so each attempt is one executor job
+-- with max_attempts = 1; a job's queue is its Graphile lane ('pgsched:' || queue, NULL = no
+-- lane); priorities 8-10 carry the 'low' flag so a degraded system can skip them with
+-- forbiddenFlags.
+CREATE OR REPLACE FUNCTION pgsched._executor_job_spec(p_run_id bigint, p_attempt integer,
+  p_queue text, p_run_at timestamptz, p_priority integer)
+RETURNS graphile_worker.job_spec
+LANGUAGE sql STABLE AS $$
+  SELECT ROW('pgsched_run', json_build_object('run_id', p_run_id, 'attempt', p_attempt),
+    CASE WHEN p_queue IS NOT NULL THEN 'pgsched:' || p_queue END, p_run_at, 1,
+    pgsched._executor_job_key(p_run_id), p_priority,
+    CASE WHEN p_priority >= 8 THEN ARRAY['low'] END)::graphile_worker.job_spec
+$$;
+
+-- The executor job specs of the current attempts of runs p_run_ids, in run id order.
 CREATE OR REPLACE FUNCTION pgsched._executor_job_specs(p_run_ids bigint[])
 RETURNS graphile_worker.job_spec[]
 LANGUAGE sql STABLE AS $$
   SELECT ARRAY(
-    SELECT ROW('pgsched_run', json_build_object('run_id', r.id, 'attempt', r.attempt),
-      CASE WHEN j.queue IS NOT NULL THEN 'pgsched:' || j.queue END, r.available_at, 1,
-      pgsched._executor_job_key(r.id), j.priority,
-      CASE WHEN j.priority >= 8 THEN ARRAY['low'] END)::graphile_worker.job_spec
+    SELECT pgsched._executor_job_spec(r.id, r.attempt, j.queue, r.available_at, j.priority)
     FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
     WHERE r.id = ANY (p_run_ids)
     ORDER BY r.id)
 $$;
 
--- Enqueues run p_run_id's current attempt at once with add_job, which is cheaper than
--- _enqueue_attempts' set-based statements for a single run.
+-- Enqueues a new attempt with add_job, which is cheaper than add_jobs' set-based statements
+-- for a single run: spec s (_executor_job_spec).
+CREATE OR REPLACE FUNCTION pgsched._add_executor_job(s graphile_worker.job_spec) RETURNS void
+LANGUAGE sql AS $$
+  SELECT graphile_worker.add_job(s.identifier, s.payload, s.queue_name, s.run_at, s.max_attempts,
+    s.job_key, s.priority, s.flags);
+$$;
+
+-- Enqueues run p_run_id's current attempt at once.
 CREATE OR REPLACE FUNCTION pgsched._enqueue_attempt_now(p_run_id bigint) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-  s graphile_worker.job_spec := (pgsched._executor_job_specs(ARRAY[p_run_id]))[1];
-BEGIN
-  UPDATE pgsched.runs SET executor_job_id = (graphile_worker.add_job(s.identifier, s.payload,
-    s.queue_name, s.run_at, s.max_attempts, s.job_key, s.priority, s.flags)).id
-  WHERE id = p_run_id;
-END
+LANGUAGE sql AS $$
+  SELECT pgsched._add_executor_job((pgsched._executor_job_specs(ARRAY[p_run_id]))[1]);
 $$;
 
 /**
- * Enqueues the current attempts of runs p_run_ids with one add_jobs call (one insert, one NOTIFY)
- * and records each executor job on its run. An executor job the run already has is replaced (a
- * locked one is detached), as add_job with the same key does.
+ * Enqueues the current attempts of runs p_run_ids with one add_jobs call (one insert, one NOTIFY).
+ * An executor job the run already has is replaced (a locked one is detached), as add_job with the
+ * same key does. The run is not written: its executor job is found by key (_executor_job_key;
+ * Graphile's key is unique), and writing the id on the just-inserted run cost a second, non-HOT
+ * version of every run row with all its index entries, about 40 % of a batch submission.
  */
 CREATE OR REPLACE FUNCTION pgsched._enqueue_attempts(p_run_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
-DECLARE
-  gw_ids bigint[];
-  gw_keys text[];
 BEGIN
   IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
     RETURN;
   END IF;
-  SELECT array_agg(g.id), array_agg(g.key) INTO gw_ids, gw_keys
-  FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids)) g;
-  UPDATE pgsched.runs r SET executor_job_id = x.gw_id
-  FROM unnest(gw_ids, gw_keys) AS x (gw_id, gw_key)
-  WHERE r.id = ANY (p_run_ids) AND pgsched._executor_job_key(r.id) = x.gw_key;
+  PERFORM FROM graphile_worker.add_jobs(pgsched._executor_job_specs(p_run_ids));
 END
 $$;
 
@@ -74,6 +79,22 @@ BEGIN
       concat_ws(',', nullif(current_setting('pgsched.deferred_runs', true), ''), p_run_id), true);
   ELSE
     PERFORM pgsched._enqueue_attempt_now(p_run_id);
+  END IF;
+END
+$$;
+
+/** _enqueue_attempt for many runs: noted inside a group, else enqueued with one add_jobs. */
+CREATE OR REPLACE FUNCTION pgsched._enqueue_attempts_later(p_run_ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
+    RETURN;
+  ELSIF current_setting('pgsched.defer_enqueue', true) = 'on' THEN
+    PERFORM set_config('pgsched.deferred_runs',
+      concat_ws(',', nullif(current_setting('pgsched.deferred_runs', true), ''),
+        array_to_string(p_run_ids, ',')), true);
+  ELSE
+    PERFORM pgsched._enqueue_attempts(p_run_ids);
   END IF;
 END
 $$;

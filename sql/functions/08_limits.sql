@@ -104,6 +104,10 @@ BEGIN
   IF coalesce(p_network, false) AND NOT p_is_command THEN
     PERFORM pgsched._invalid('network', 'applies to a command only');
   END IF;
+  -- Most submissions ask for neither: no settings to read.
+  IF coalesce(p_limits, '{}') = '{}' AND NOT coalesce(p_network, false) THEN
+    RETURN;
+  END IF;
   SELECT * INTO s FROM pgsched.settings;
   FOR k, v IN SELECT * FROM jsonb_each(coalesce(p_limits, '{}')) LOOP
     PERFORM pgsched._check_job_limit('limits.' || k, k, v,

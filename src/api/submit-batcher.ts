@@ -5,8 +5,14 @@
 import { PgschedError } from '../core/errors.ts'
 import type { Job } from '../core/types.ts'
 import type { Sql, SqlPool } from '../db/client.ts'
-import { eachInTransaction, GroupCommit } from '../db/group-commit.ts'
-import { type JobSubmission, jobGet, jobPlanIfUnplanned, jobSubmit } from '../db/queries/jobs.ts'
+import { eachInTransaction, GroupCommit, type WriteGroup } from '../db/group-commit.ts'
+import {
+  type JobSubmission,
+  jobGet,
+  jobPlanIfUnplanned,
+  jobSubmit,
+  jobSubmitBatch,
+} from '../db/queries/jobs.ts'
 import { payloadProblem } from './schemas.ts'
 
 /** The answer to one submission. */
@@ -38,14 +44,51 @@ async function submitOne(tx: Sql, c: SubmitCall): Promise<Submitted> {
   return withFirstTick(tx, await jobSubmit(tx, c.submission, c.owner, c.traceparent))
 }
 
+/** A submission as an element of pgsched.submit_jobs' JSON array. */
+function batchElement({ run_at, ...rest }: JobSubmission) {
+  return run_at ? { ...rest, run_at: run_at.toISOString() } : rest
+}
+
 /**
- * Writes a group of submissions in one transaction; their runs get their executor jobs together
- * at the end (one add_jobs call, one NOTIFY) rather than one by one.
+ * Writes a group's submissions with one pgsched.submit_jobs call per owner and traceparent (one,
+ * unless tracing gives every request its own), set-based: validation and inserts are a few
+ * statements for the whole group, and its runs get their executor jobs with one add_jobs call.
+ * Answers are read with one query per call, in the group's order.
  */
-const submitGroup = eachInTransaction(submitOne, {
-  before: (tx) => tx`SELECT pgsched._defer_enqueue()`,
-  after: (tx) => tx`SELECT pgsched._enqueue_deferred()`,
-})
+async function submitMany(tx: Sql, calls: SubmitCall[]): Promise<Submitted[]> {
+  const byCaller = new Map<string, number[]>()
+  calls.forEach((c, i) => {
+    const k = `${c.owner}\u0000${c.traceparent ?? ''}`
+    byCaller.set(k, [...(byCaller.get(k) ?? []), i])
+  })
+  const out: Submitted[] = new Array(calls.length)
+  for (const indexes of byCaller.values()) {
+    const first = calls[indexes[0]!]!
+    const submitted = await jobSubmitBatch(
+      tx,
+      indexes.map((i) => batchElement(calls[i]!.submission)),
+      first.owner,
+      first.traceparent,
+    )
+    for (const [k, i] of indexes.entries()) {
+      const { job, created } = submitted[k]!
+      out[i] = await withFirstTick(tx, { job, created })
+    }
+  }
+  return out
+}
+
+// A lone submission goes through submit_job: its errors name the field ('name'), where
+// submit_jobs names the element ('jobs[0].name'). A group that fails is split until the
+// failing call is alone (db/group-commit.ts), so every refusal is submit_job's.
+const submitOneGroup = eachInTransaction(submitOne)
+const submitManyGroup = eachInTransaction(submitMany)
+
+/** Writes a group of submissions in one transaction, set-based when there is more than one. */
+const submitGroup: WriteGroup<SubmitCall, Submitted> = async (sql, items, signal) =>
+  items.length === 1
+    ? submitOneGroup(sql, items, signal)
+    : (await submitManyGroup(sql, [items], signal))[0]!
 
 /**
  * Refuses (400) a submission whose statement could fail to build: a payload JSON.stringify cannot

@@ -58,7 +58,7 @@ interface GroupCommitOptions<I> {
  * the write has taken longer than the GroupCommit allows: the write should then end what it holds
  * (eachInTransaction ends its connection) so that it settles.
  */
-type WriteGroup<I, O> = (sql: SqlPool, items: I[], signal: AbortSignal) => Promise<O[]>
+export type WriteGroup<I, O> = (sql: SqlPool, items: I[], signal: AbortSignal) => Promise<O[]>
 
 /**
  * A WriteGroup that writes each item with `write` in one shared transaction, with optional

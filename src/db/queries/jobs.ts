@@ -158,10 +158,10 @@ export async function jobSetPriority(sql: Sql, id: number, priority: number): Pr
     WITH job AS (
       UPDATE pgsched.jobs SET priority = ${priority}, updated_at = now() WHERE id = ${id} RETURNING id
     )
-    SELECT graphile_worker.reschedule_jobs(
-      array_agg(r.executor_job_id), priority => ${priority}::integer)
+    SELECT graphile_worker.reschedule_jobs(array_agg(g.id), priority => ${priority}::integer)
     FROM pgsched.runs r JOIN job ON r.job_id = job.id
-    WHERE r.status IN ('queued', 'failed') AND r.executor_job_id IS NOT NULL
+    JOIN graphile_worker._private_jobs g ON g.key = pgsched._executor_job_key(r.id)
+    WHERE r.status IN ('queued', 'failed')
     HAVING count(*) > 0`
 }
 
