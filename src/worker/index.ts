@@ -30,6 +30,7 @@ import { degradationGet } from '../db/queries/degradation.ts'
 import {
   type AttemptRef,
   type AttemptResult,
+  runClaimMany,
   runFinishMany,
   runStartMany,
   type StartedRun,
@@ -111,6 +112,17 @@ interface ActiveRun {
   abort: AbortController
 }
 
+/**
+ * What pgsched's claim (`#claimJobs`) adds to Graphile Worker's job: the run it started in the
+ * same round trip (undefined: no longer current) and when the claim began.
+ */
+interface ClaimedRun {
+  started: StartedRun | undefined
+  claimStart: Date
+}
+const CLAIMED = Symbol('pgsched claimed run')
+type ClaimedJobRow = Record<string, unknown> & { [CLAIMED]?: ClaimedRun }
+
 /** A result to write: the attempt's run, and the span context its write is traced under. */
 interface Settlement {
   run: StartedRun
@@ -190,6 +202,7 @@ export class Worker {
         concurrency: this.#o.concurrency,
         pollIntervalMs: this.#o.pollIntervalMs,
         shutdownTimeoutMs: this.#shutdownGraceMs + this.#o.killGraceMs + 15_000,
+        claimJobs: this.#claimJobs,
       }),
       taskList: { pgsched_run: this.#task },
       noHandleSignals: true,
@@ -320,8 +333,31 @@ export class Worker {
     }
   }
 
-  readonly #task: Task = async (payload) => {
+  /**
+   * Claims `count` executor jobs and starts their runs in one statement (pgsched.run_claim_many),
+   * in a `receive` span as the group commit of starts has; the local queue hands them to workers
+   * waiting for one. A run is running before its task registers it in #active; a heartbeat in
+   * between misses it once, which the rescuer forgives (it waits a heartbeat timeout).
+   */
+  readonly #claimJobs = async (
+    count: number,
+    flagsToSkip: string[] | null,
+    poolId: string,
+  ): Promise<ClaimedJobRow[]> => {
+    const claimStart = new Date()
+    let claimed: Awaited<ReturnType<typeof runClaimMany>> = []
+    await claimSpan(async () => {
+      claimed = await runClaimMany(this.#o.sql, poolId, count, flagsToSkip, this.name)
+      return claimed.map((c) => c.started)
+    })
+    return claimed.map(({ job, started }) =>
+      Object.assign(job, { [CLAIMED]: { started, claimStart } }),
+    )
+  }
+
+  readonly #task: Task = async (payload, helpers) => {
     const { run_id, attempt } = payload as RunPayload
+    const claimed = (helpers.job as unknown as ClaimedJobRow)[CLAIMED]
     const { logger } = this.#o
     const abort = new AbortController()
     // Held before run_start commits, so that every heartbeat after that commit reports the run,
@@ -330,8 +366,11 @@ export class Worker {
     this.#busy++
     let recording = false
     try {
-      const claimStart = new Date()
-      const started = await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
+      const claimStart = claimed?.claimStart ?? new Date()
+      // Claimed by #claimJobs, the run was started with its claim; otherwise start it now.
+      const started = claimed
+        ? claimed.started
+        : await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
       if (!started) {
         logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
         return
