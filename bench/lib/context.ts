@@ -25,6 +25,11 @@ export interface Figure {
    * `value` is then what it reached (e.g. runs done ÷ the time limit).
    */
   slow?: string
+  /**
+   * A latency figure's whole distribution: p0, p1, …, p100 (101 values, same unit), for charts.
+   * The pickup workload sets it on the p50 figure of each system and rate.
+   */
+  percentiles?: number[]
 }
 
 /** What a workload reports. */
