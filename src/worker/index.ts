@@ -397,18 +397,24 @@ export class Worker {
       // The rescued run's newer attempt owns the result; the leader counted this one.
       if (abort.signal.reason === 'superseded') return
       recordAttempt(started, end.outcome, (performance.now() - ran) / 1000)
-      // The executor's slot is freed now, so the next run starts while this result commits;
-      // the run stays held (heartbeats report it) until the result is written.
+      // Outside a lane the executor's slot is freed now, so the next run starts while this
+      // result commits; the run stays held (heartbeats report it) until the result is written.
       recording = true
-      this.#record({ run: started, result: end.result, span: end.context })
+      const written = this.#record({ run: started, result: end.result, span: end.context })
+      // A lane's next run is claimed once this executor job completes, and starts with its
+      // claim: its start must not come before this result in the lane's history.
+      if (started.queue !== null) await written
     } finally {
       this.#busy--
       if (!recording) this.#active.delete(run_id)
     }
   }
 
-  /** Writes a result in the background: retried, else kept for after the next heartbeat. */
-  #record(s: Settlement): void {
+  /**
+   * Writes a result in the background: retried, else kept for after the next heartbeat. Settles
+   * once written or kept; never rejects.
+   */
+  #record(s: Settlement): Promise<void> {
     const { run_id: runId, attempt } = s.run
     const written = (async () => {
       try {
@@ -425,6 +431,7 @@ export class Worker {
     })()
     this.#recording.add(written)
     void written.finally(() => this.#recording.delete(written))
+    return written
   }
 
   /** Writes a result in its `settle` span, then counts the run's new status. */
