@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events'
 import { hostname } from 'node:os'
 
-import type { Context } from '@opentelemetry/api'
+import { type Context, context } from '@opentelemetry/api'
 import { ExponentialBackoff, handleAll, retry } from 'cockatiel'
 import {
   Logger as GraphileLogger,
@@ -193,6 +193,24 @@ export class Worker {
     const events: WorkerEvents = new EventEmitter()
     // Graphile Worker locks jobs and queues in the name of the pool, not of its workers.
     events.on('pool:create', ({ workerPool }) => this.#executorIds.add(workerPool.id))
+    // Jobs the local queue gives back unstarted (claimed as it was released): their runs started
+    // with the claim, so they are handed back at once, as a shutdown does, using no retry.
+    events.on('localQueue:returnJobs', ({ jobs }) => {
+      for (const job of jobs as unknown as ClaimedJobRow[]) {
+        const run = job[CLAIMED]?.started
+        if (!run) continue
+        this.#record({
+          run,
+          result: {
+            outcome: 'interrupted',
+            exitCode: null,
+            output: null,
+            error: 'claimed as the worker stopped; handed back unstarted',
+          },
+          span: context.active(),
+        })
+      }
+    })
     // The preset's local queue does every fetch from the database (makeWorkerPreset).
     const onPoll = this.#o.onPoll
     if (onPoll) events.on('localQueue:getJobs:complete', ({ jobs }) => onPoll(jobs.length))
