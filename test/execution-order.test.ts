@@ -10,7 +10,7 @@ import { sleep } from '../src/core/sleep.ts'
 import { silentLogger } from '../src/core/types.ts'
 import { Ticker } from '../src/scheduler/ticker.ts'
 import type { TaskContext } from '../src/worker/tasks.ts'
-import { setup, type TestBundle, waitFor } from './helpers.ts'
+import { setup, signal, type TestBundle, waitFor } from './helpers.ts'
 
 /** What a task handler saw: its start and end (epoch ms), and whether it was stopped. */
 interface Span {
@@ -141,6 +141,71 @@ describe('priorities', () => {
       }),
     )
     expect(started.sort((a, b) => a.at - b.at || a.i - b.i).map((s) => s.i)).toEqual(expected)
+  })
+})
+
+describe('priorities with every slot busy', () => {
+  let t: TestBundle
+  let alice: string
+  const api = client(
+    () => t,
+    () => alice,
+  )
+
+  beforeAll(async () => {
+    t = await setup()
+    alice = await t.token('alice', 'submitter')
+  })
+  afterAll(() => t.close())
+
+  it('never holds an urgent run behind a less urgent one claimed while every slot was busy', async () => {
+    // Issue 14's inversion: with the only slot busy, a priority-10 run queued first must not be
+    // claimed ahead of a priority-1 run queued after it.
+    const seen: unknown[] = []
+    let release!: () => void
+    const released = new Promise<void>((r) => {
+      release = r
+    })
+    const holding = signal()
+    const worker = await t.startWorker({
+      concurrency: 1,
+      tasks: {
+        hold: async () => {
+          holding.fire()
+          await released
+        },
+        urgency: (payload) => void seen.push(payload),
+      },
+    })
+    try {
+      const held = holding.next(1, 10_000, 'the hold run to start')
+      await api.submit({ name: 'hold', task: 'hold', priority: 5 })
+      await held
+      const ids: number[] = []
+      for (const [i, priority] of [10, 1, 10, 1].entries()) {
+        ids.push(
+          (await api.submit({ name: `urgency-${i}`, task: 'urgency', payload: i, priority }))
+            .job_id,
+        )
+        // Time for a worker that claims ahead to take it (it is woken by each submission).
+        await sleep(300)
+      }
+      release()
+      await waitFor(
+        async () => {
+          const [row] = await t.sql<{ n: number }[]>`
+            SELECT count(*)::int AS n FROM pgsched.runs
+            WHERE job_id IN ${t.sql(ids)} AND status = 'succeeded'`
+          return row!.n === ids.length
+        },
+        15_000,
+        () => `the four runs to succeed; the handler saw ${JSON.stringify(seen)}`,
+      )
+      expect(seen).toEqual([1, 3, 0, 2])
+    } finally {
+      release()
+      await worker.stop()
+    }
   })
 })
 

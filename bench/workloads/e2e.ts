@@ -304,6 +304,47 @@ async function drainPgBoss(ctx: Ctx, n: number, c: number): Promise<Drained> {
   }
 }
 
+/** The priorities queued behind the busy slot, in order: issue 14's inversion scenario. */
+const PRIORITY_SCENARIO = [10, 1, 10, 1] as const
+
+/**
+ * Issue 14's priority inversion, as a measurement: one worker at concurrency 1, its slot held by
+ * a `sleep 1` command; meanwhile no-op runs of priority 10, 1, 10, 1 are submitted 200 ms apart
+ * (time for a worker that claims ahead to claim each). Returns the order in which they started,
+ * as indices into PRIORITY_SCENARIO: strict priority gives [1, 3, 0, 2].
+ */
+async function priorityOrder(ctx: Ctx): Promise<number[]> {
+  const url = await ctx.pg.createPgschedDatabase('bench_e2e_priority')
+  const sql = createSql(url, { max: 1 })
+  const worker = await startPgschedProcess('worker', url, {
+    PGSCHED_WORKER_CONCURRENCY: '1',
+    PGSCHED_SANDBOX: 'none',
+  })
+  try {
+    await sql`SELECT pgsched.submit_job(name => 'hold', command => 'sleep 1', priority => 5)`
+    await within(
+      async () =>
+        (await count(sql, `SELECT count(*) AS n FROM pgsched.runs WHERE status = 'running'`)) === 1,
+      10_000,
+      POLL_MS,
+    )
+    for (const [i, priority] of PRIORITY_SCENARIO.entries()) {
+      await sql`SELECT pgsched.submit_job(name => ${`urgency-${i}`}, task => 'noop', priority => ${priority})`
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    const all = `SELECT count(*) AS n FROM pgsched.runs WHERE status = 'succeeded'`
+    if (!(await within(async () => (await count(sql, all)) === 5, 30_000, POLL_MS)))
+      throw new Error('e2e: the priority scenario did not finish in 30 s')
+    const rows = await sql<{ name: string }[]>`
+      SELECT j.name FROM pgsched.runs r JOIN pgsched.jobs j ON j.id = r.job_id
+      WHERE j.name LIKE 'urgency-%' ORDER BY r.started_at, r.id`
+    return rows.map((r) => Number(r.name.slice('urgency-'.length)))
+  } finally {
+    await worker.stop()
+    await sql.end()
+  }
+}
+
 /** A figure from a drain, carrying its slow mark. */
 const drainFigure = (system: string, metric: string, d: Drained): Figure => ({
   system,
@@ -383,6 +424,39 @@ export const endToEnd: Workload = async (ctx) => {
     ctx.log(`e2e: graphile-worker, concurrency ${c}`)
     figures.push(drainFigure(SYSTEMS.graphile, DRAIN_METRIC[c], await drainGraphile(ctx, n, c)))
   }
+  // The drain ratios the issue asks for (strict priority must keep them ≥ 1).
+  for (const c of CONCURRENCIES) {
+    const mine = figures.find((f) => f.system === SYSTEMS.pgsched && f.metric === DRAIN_METRIC[c])!
+    const theirs = figures.find(
+      (f) => f.system === SYSTEMS.graphile && f.metric === DRAIN_METRIC[c],
+    )!
+    const slow = [mine.slow, theirs.slow].filter(Boolean).join('; ')
+    figures.push({
+      system: SYSTEMS.pgsched,
+      metric: `drain no-op tasks ÷ raw Graphile Worker, concurrency ${c}`,
+      value: mine.value / theirs.value,
+      unit: '×',
+      ...(slow ? { slow } : {}),
+    })
+  }
+  ctx.log('e2e: priority order, concurrency 1, slot busy')
+  const order = await priorityOrder(ctx)
+  const strict = [...PRIORITY_SCENARIO.keys()].sort(
+    (a, b) => PRIORITY_SCENARIO[a]! - PRIORITY_SCENARIO[b]! || a - b,
+  )
+  // Runs that started before a more urgent one queued earlier or at the same time as them.
+  const inversions = order.filter((i, k) =>
+    order.slice(k + 1).some((j) => PRIORITY_SCENARIO[j]! < PRIORITY_SCENARIO[i]!),
+  ).length
+  figures.push({
+    system: SYSTEMS.pgsched,
+    metric: 'priority: runs started ahead of a more urgent one (concurrency 1, slot busy)',
+    value: inversions,
+    unit: 'runs',
+  })
+  notes.push(
+    `Priority (issue 14's inversion): one worker at concurrency 1, its slot held by a \`sleep 1\` command (sandbox none); meanwhile no-op runs of priority ${PRIORITY_SCENARIO.join(', ')} are submitted 200 ms apart. Start order (indices of that list): [${order.join(', ')}]; strict priority is [${strict.join(', ')}]. A worker that claims runs for busy slots starts the first priority-10 run before the priority-1 runs queued after it.`,
+  )
   ctx.log(`e2e: pg-boss, concurrency ${PGBOSS_BATCH}`)
   figures.push(
     drainFigure(
@@ -396,7 +470,7 @@ export const endToEnd: Workload = async (ctx) => {
     `Each drain: a fresh database holding ${n.toLocaleString('en-US')} queued no-op runs, queued in bulk beforehand (pgsched: jobs, runs and executor jobs as submit_jobs leaves them; Graphile Worker: graphile_worker.add_jobs; pg-boss: insert; ${CHUNK.toLocaleString('en-US')} per statement), then one worker process. Timed from the worker printing that it is ready until a count (every ${POLL_MS} ms) finds nothing left to do; runs/s is what was left at the first count ÷ that time.`,
     "pgsched: `pgsched worker` with its defaults and PGSCHED_WORKER_CONCURRENCY; a task run calls the no-op handler in bench/tasks, a command run spawns `true` through the shell in the sandbox PGSCHED_SANDBOX names (see below and the README's Job isolation). Every run is checked to have succeeded. pgsched records each run's history (the run with its status and times, its attempt, its events), which raw Graphile Worker does not: it deletes a job when it completes.",
     "Raw Graphile Worker: `run()` with Graphile's defaults (no local queue, no batched completions), a no-op task, concurrency 10 or 25 and a pool of concurrency + 2 connections, as pgsched's worker has (Graphile warns when the pool is smaller than the concurrency).",
-    `pg-boss: one \`work()\` with batchSize ${PGBOSS_BATCH} and burstWhenBatchFull, the handler running the ${PGBOSS_BATCH} jobs at once, other settings default. pg-boss's concurrency is jobs fetched per query × fetch loops; with batchSize 1 each loop waits its 2 s polling interval between jobs (about 5 jobs/s for 10 loops) unless burst mode is on, and its other burst trigger reads a stats cache refreshed every 60 s. Fetching and completing 10 jobs per statement favours pg-boss over raw Graphile Worker, which with its defaults fetches and completes one job at a time; pgsched's worker claims and completes in batches too (Graphile's local queue, its size the concurrency).`,
+    `pg-boss: one \`work()\` with batchSize ${PGBOSS_BATCH} and burstWhenBatchFull, the handler running the ${PGBOSS_BATCH} jobs at once, other settings default. pg-boss's concurrency is jobs fetched per query × fetch loops; with batchSize 1 each loop waits its 2 s polling interval between jobs (about 5 jobs/s for 10 loops) unless burst mode is on, and its other burst trigger reads a stats cache refreshed every 60 s. Fetching and completing 10 jobs per statement favours pg-boss over raw Graphile Worker, which with its defaults fetches and completes one job at a time; pgsched's worker claims and completes in batches too (Graphile's local queue, patched to claim only for free slots, each claim starting its runs in the same statement).`,
     'CPU per job (cost section): CPU-seconds of the pgsched worker process (and its children) and of every Postgres process over the drain of no-op tasks at concurrency 10, ÷ the runs drained in that window. Worker RSS: the worker process at the end of the concurrency-25 drain of no-op tasks.',
   )
   notes.push(

@@ -85,14 +85,19 @@ async function paced(
   return { ok, failed, error, perSecond: ok / ((performance.now() - started) / 1000) }
 }
 
-/** p50/p95/p99 of `ms` as this rate's figures for `system`. */
+/**
+ * p50/p95/p99 of `ms` as this rate's figures for `system`; the p50 figure carries the whole
+ * distribution, p0..p100, for the charts.
+ */
 function percentiles(system: string, rate: (typeof RATES)[number], ms: number[]): Figure[] {
   const m = PICKUP_METRIC[rate]
+  const all = Array.from({ length: 101 }, (_, p) => percentile(ms, p))
   return (['p50', 'p95', 'p99'] as const).map((p) => ({
     system,
     metric: m[p],
-    value: percentile(ms, Number(p.slice(1))),
+    value: all[Number(p.slice(1))]!,
     unit: 'ms',
+    ...(p === 'p50' ? { percentiles: all } : {}),
   }))
 }
 
@@ -211,6 +216,7 @@ export const pickupLatency: Workload = async (ctx) => {
     notes: [
       `Each system: a fresh database, one worker process at concurrency ${CONCURRENCY} with a no-op task, then ${seconds} s at 50 submissions a second and ${seconds} s at 1,000, each window drained before the next. The benchmark process submits from a pool of ${CONNECTIONS} connections, starting every ${TICK_MS} ms the calls due by then without waiting for earlier ones: at 50/s one job per call and transaction (pgsched.submit_job, graphile_worker.add_job); at 1,000/s the tick's jobs in one call (pgsched.submit_jobs, graphile_worker.add_jobs), because one job per transaction does not keep up with 1,000/s on 2 cores beside a busy worker, and what is measured here is pickup, not submission (see the submit section for that). A ${WARMUP.seconds} s warm-up at ${WARMUP.rate}/s comes first and is not counted.`,
       "pgsched: started_at − created_at of every run, both set by the database (created_at when the submitting transaction began, started_at when the worker recorded the attempt as started). Raw Graphile Worker keeps no such history: its task notes Date.now() when it starts, minus the job's created_at (database time, read as a JS Date to the millisecond). Both clocks are the same host's; Graphile's figures are whole milliseconds (both times are read to the millisecond).",
+      'Distributions: the p50 figure of each system and rate carries `percentiles`, p0 to p100 of its pickups (101 values, ms; nearest rank), for the latency charts.',
       ...mine.notes,
       ...theirs.notes,
     ],

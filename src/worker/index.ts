@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events'
 import { hostname } from 'node:os'
 
-import type { Context } from '@opentelemetry/api'
+import { type Context, context } from '@opentelemetry/api'
 import { ExponentialBackoff, handleAll, retry } from 'cockatiel'
 import {
   Logger as GraphileLogger,
@@ -30,6 +30,7 @@ import { degradationGet } from '../db/queries/degradation.ts'
 import {
   type AttemptRef,
   type AttemptResult,
+  runClaimMany,
   runFinishMany,
   runStartMany,
   type StartedRun,
@@ -111,6 +112,17 @@ interface ActiveRun {
   abort: AbortController
 }
 
+/**
+ * What pgsched's claim (`#claimJobs`) adds to Graphile Worker's job: the run it started in the
+ * same round trip (undefined: no longer current) and when the claim began.
+ */
+interface ClaimedRun {
+  started: StartedRun | undefined
+  claimStart: Date
+}
+const CLAIMED = Symbol('pgsched claimed run')
+type ClaimedJobRow = Record<string, unknown> & { [CLAIMED]?: ClaimedRun }
+
 /** A result to write: the attempt's run, and the span context its write is traced under. */
 interface Settlement {
   run: StartedRun
@@ -181,6 +193,24 @@ export class Worker {
     const events: WorkerEvents = new EventEmitter()
     // Graphile Worker locks jobs and queues in the name of the pool, not of its workers.
     events.on('pool:create', ({ workerPool }) => this.#executorIds.add(workerPool.id))
+    // Jobs the local queue gives back unstarted (claimed as it was released): their runs started
+    // with the claim, so they are handed back at once, as a shutdown does, using no retry.
+    events.on('localQueue:returnJobs', ({ jobs }) => {
+      for (const job of jobs as unknown as ClaimedJobRow[]) {
+        const run = job[CLAIMED]?.started
+        if (!run) continue
+        this.#record({
+          run,
+          result: {
+            outcome: 'interrupted',
+            exitCode: null,
+            output: null,
+            error: 'claimed as the worker stopped; handed back unstarted',
+          },
+          span: context.active(),
+        })
+      }
+    })
     // The preset's local queue does every fetch from the database (makeWorkerPreset).
     const onPoll = this.#o.onPoll
     if (onPoll) events.on('localQueue:getJobs:complete', ({ jobs }) => onPoll(jobs.length))
@@ -190,6 +220,7 @@ export class Worker {
         concurrency: this.#o.concurrency,
         pollIntervalMs: this.#o.pollIntervalMs,
         shutdownTimeoutMs: this.#shutdownGraceMs + this.#o.killGraceMs + 15_000,
+        claimJobs: this.#claimJobs,
       }),
       taskList: { pgsched_run: this.#task },
       noHandleSignals: true,
@@ -320,8 +351,31 @@ export class Worker {
     }
   }
 
-  readonly #task: Task = async (payload) => {
+  /**
+   * Claims `count` executor jobs and starts their runs in one statement (pgsched.run_claim_many),
+   * in a `receive` span as the group commit of starts has; the local queue hands them to workers
+   * waiting for one. A run is running before its task registers it in #active; a heartbeat in
+   * between misses it once, which the rescuer forgives (it waits a heartbeat timeout).
+   */
+  readonly #claimJobs = async (
+    count: number,
+    flagsToSkip: string[] | null,
+    poolId: string,
+  ): Promise<ClaimedJobRow[]> => {
+    const claimStart = new Date()
+    let claimed: Awaited<ReturnType<typeof runClaimMany>> = []
+    await claimSpan(async () => {
+      claimed = await runClaimMany(this.#o.sql, poolId, count, flagsToSkip, this.name)
+      return claimed.map((c) => c.started)
+    })
+    return claimed.map(({ job, started }) =>
+      Object.assign(job, { [CLAIMED]: { started, claimStart } }),
+    )
+  }
+
+  readonly #task: Task = async (payload, helpers) => {
     const { run_id, attempt } = payload as RunPayload
+    const claimed = (helpers.job as unknown as ClaimedJobRow)[CLAIMED]
     const { logger } = this.#o
     const abort = new AbortController()
     // Held before run_start commits, so that every heartbeat after that commit reports the run,
@@ -330,8 +384,11 @@ export class Worker {
     this.#busy++
     let recording = false
     try {
-      const claimStart = new Date()
-      const started = await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
+      const claimStart = claimed?.claimStart ?? new Date()
+      // Claimed by #claimJobs, the run was started with its claim; otherwise start it now.
+      const started = claimed
+        ? claimed.started
+        : await databaseRetryPolicy.execute(() => this.#starts.run({ run_id, attempt }))
       if (!started) {
         logger.debug({ run_id, attempt }, 'worker: attempt is no longer current; skipped')
         return
@@ -358,18 +415,24 @@ export class Worker {
       // The rescued run's newer attempt owns the result; the leader counted this one.
       if (abort.signal.reason === 'superseded') return
       recordAttempt(started, end.outcome, (performance.now() - ran) / 1000)
-      // The executor's slot is freed now, so the next run starts while this result commits;
-      // the run stays held (heartbeats report it) until the result is written.
+      // Outside a lane the executor's slot is freed now, so the next run starts while this
+      // result commits; the run stays held (heartbeats report it) until the result is written.
       recording = true
-      this.#record({ run: started, result: end.result, span: end.context })
+      const written = this.#record({ run: started, result: end.result, span: end.context })
+      // A lane's next run is claimed once this executor job completes, and starts with its
+      // claim: its start must not come before this result in the lane's history.
+      if (started.queue !== null) await written
     } finally {
       this.#busy--
       if (!recording) this.#active.delete(run_id)
     }
   }
 
-  /** Writes a result in the background: retried, else kept for after the next heartbeat. */
-  #record(s: Settlement): void {
+  /**
+   * Writes a result in the background: retried, else kept for after the next heartbeat. Settles
+   * once written or kept; never rejects.
+   */
+  #record(s: Settlement): Promise<void> {
     const { run_id: runId, attempt } = s.run
     const written = (async () => {
       try {
@@ -386,6 +449,7 @@ export class Worker {
     })()
     this.#recording.add(written)
     void written.finally(() => this.#recording.delete(written))
+    return written
   }
 
   /** Writes a result in its `settle` span, then counts the run's new status. */

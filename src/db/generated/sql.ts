@@ -1630,6 +1630,68 @@ BEGIN
 END
 $$;
 
+/**
+ * Claims up to p_count executor jobs for the Graphile Worker pool p_pool and starts their runs on
+ * p_worker (run_start_many), in one round trip. The worker's local queue (patched, see
+ * patches/README.md) asks only for slots that are free, so a run is never claimed by a worker
+ * that cannot start it at once, and a free slot waits for one round trip instead of two (claim,
+ * then start). The claim is Graphile Worker 0.18's batch claim (dist/sql/getJobs.js, named-queue
+ * strategy 2, one job per named queue), for its task ${'`'}pgsched_run${'`'}, skipping jobs with a flag in
+ * p_flags (NULL: none). Returns each claimed executor job (Graphile's row as jsonb, with its
+ * task_identifier) and the run it started, NULL where the attempt is no longer current (the
+ * executor job then just completes), most urgent first.
+ */
+CREATE OR REPLACE FUNCTION pgsched.run_claim_many(
+  p_pool text, p_count integer, p_flags text[], p_worker text
+) RETURNS TABLE (job jsonb, started jsonb)
+-- Generic plans, as run_start_many.
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+  claimed graphile_worker._private_jobs[];
+BEGIN
+  WITH j_raw AS (
+    SELECT gj.job_queue_id, gj.priority, gj.run_at, gj.id
+    FROM graphile_worker._private_jobs gj
+    WHERE gj.is_available AND gj.run_at <= now()
+      AND gj.task_id = (
+        SELECT t.id FROM graphile_worker._private_tasks t WHERE t.identifier = 'pgsched_run')
+      AND (gj.job_queue_id IS NULL OR gj.job_queue_id IN (
+        SELECT q.id FROM graphile_worker._private_job_queues q
+        WHERE q.is_available FOR UPDATE SKIP LOCKED))
+      AND (gj.flags ?| p_flags) IS NOT TRUE
+    ORDER BY gj.priority, gj.run_at
+    LIMIT p_count
+    FOR UPDATE SKIP LOCKED
+  ), j AS (
+    -- One job per named queue (a lane runs one at a time); the others stay available.
+    SELECT DISTINCT ON (j_raw.job_queue_id, CASE WHEN j_raw.job_queue_id IS NULL THEN j_raw.id END)
+      j_raw.job_queue_id, j_raw.id
+    FROM j_raw
+    ORDER BY j_raw.job_queue_id, CASE WHEN j_raw.job_queue_id IS NULL THEN j_raw.id END,
+      j_raw.priority, j_raw.run_at
+  ), q AS (
+    UPDATE graphile_worker._private_job_queues jq SET locked_by = p_pool, locked_at = now()
+    FROM j WHERE jq.id = j.job_queue_id
+  ), c AS (
+    UPDATE graphile_worker._private_jobs gj
+    SET attempts = gj.attempts + 1, locked_by = p_pool, locked_at = now()
+    FROM j WHERE gj.id = j.id
+    RETURNING gj.*
+  )
+  SELECT array_agg(c) INTO claimed FROM c;
+
+  RETURN QUERY
+  SELECT to_jsonb(c) || jsonb_build_object('task_identifier', 'pgsched_run'), to_jsonb(s)
+  FROM unnest(claimed) c
+  LEFT JOIN pgsched.run_start_many(
+    ARRAY(SELECT (x.payload->>'run_id')::bigint FROM unnest(claimed) x),
+    ARRAY(SELECT (x.payload->>'attempt')::integer FROM unnest(claimed) x),
+    p_worker
+  ) s ON s.run_id = (c.payload->>'run_id')::bigint AND s.attempt = (c.payload->>'attempt')::integer
+  ORDER BY c.priority, c.run_at, c.id;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgsched.run_start(p_run_id bigint, p_attempt integer, p_worker text)
 RETURNS TABLE (
   run_id bigint, job_id bigint, attempt integer, kind text, command text, task text,

@@ -112,6 +112,40 @@ export async function runStartMany(
   return attempts.map((a) => byRun.get(a.run_id))
 }
 
+/** An executor job claimed by run_claim_many: Graphile Worker's row, and the run it started. */
+export interface ClaimedJob {
+  /** Graphile Worker's job row (id, payload, attempts, task_identifier, …). */
+  job: Record<string, unknown>
+  /** The started attempt; undefined where it is no longer current. */
+  started: StartedRun | undefined
+}
+
+/**
+ * Claims up to `count` executor jobs for Graphile Worker pool `pool` and starts their runs on
+ * `worker` (pgsched.run_claim_many), in one statement; most urgent first.
+ */
+export async function runClaimMany(
+  sql: Sql,
+  pool: string,
+  count: number,
+  flagsToSkip: string[] | null,
+  worker: string,
+): Promise<ClaimedJob[]> {
+  const rows = await sql<{ job: Record<string, unknown>; started: StartedRun | null }[]>`
+    SELECT job, started FROM pgsched.run_claim_many(${pool}, ${count}, ${flagsToSkip}::text[], ${worker})`
+  return rows.map(({ job, started }) => ({
+    job,
+    // jsonb carries timestamps as text.
+    started: started
+      ? {
+          ...started,
+          available_at: new Date(started.available_at),
+          started_at: new Date(started.started_at),
+        }
+      : undefined,
+  }))
+}
+
 /** Marks one attempt running on `worker`: a group of one. */
 export async function runStart(
   sql: Sql,
