@@ -112,8 +112,27 @@ const UNREACHABLE_CODES = new Set([
   '57P03',
 ])
 
+// Socket errors that carry no code: workerd's ("proxy request failed, cannot connect to the
+// specified address", "Network connection lost.") and Deno's (named ConnectionRefused, …).
+const UNREACHABLE_NAMES = new Set([
+  'ConnectionRefused',
+  'ConnectionReset',
+  'ConnectionAborted',
+  'NotConnected',
+  'BrokenPipe',
+  'TimedOut',
+])
+const UNREACHABLE_MESSAGE =
+  /cannot connect to the specified address|network connection lost|connection (?:refused|reset|closed)|socket (?:hang up|closed)/i
+
 /** Whether `err` says the database is unreachable (down, restarting, or cut off). */
 export function isDatabaseUnreachable(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08'))
+  const e = err as { code?: unknown; name?: unknown; message?: unknown } | null
+  const code = e?.code
+  if (typeof code === 'string') return UNREACHABLE_CODES.has(code) || code.startsWith('08')
+  // A statement's error always has a SQLSTATE; only a code-less error is judged by its words.
+  return (
+    (typeof e?.name === 'string' && UNREACHABLE_NAMES.has(e.name)) ||
+    (typeof e?.message === 'string' && UNREACHABLE_MESSAGE.test(e.message))
+  )
 }

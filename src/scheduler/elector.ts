@@ -63,7 +63,13 @@ export class Elector {
     if (this.#running) return
     this.#running = true
     this.#abort = new AbortController()
-    this.#loop = this.#campaign()
+    // The loop catches what it expects; anything else must not end it without a word (a
+    // rejected promise nobody awaits until stop() is silent on some runtimes, workerd's among them).
+    this.#loop = this.#campaign().catch(async (e) => {
+      this.#running = false
+      this.#o.logger.error({ err: e }, 'scheduler: the elector failed and stopped campaigning')
+      await this.#stepDown(undefined)
+    })
   }
 
   /** Stops campaigning, steps down if leading, and waits for the loop to end; idempotent. */
@@ -106,8 +112,22 @@ export class Elector {
         }
         await this.#stepDown(e instanceof NoAnswer ? undefined : conn)
       }
-      this.#o.onPass?.(error)
-      await sleep(jitter(pollMs), this.#abort.signal)
+      try {
+        this.#o.onPass?.(error)
+      } catch (e) {
+        logger.error({ err: e }, 'scheduler: the elector pass callback failed')
+      }
+      try {
+        await sleep(jitter(pollMs), this.#abort.signal)
+      } catch (e) {
+        // Without timers (a runtime that forbids them here, such as workerd at module scope) the
+        // loop cannot pace itself: stop campaigning, loudly, rather than spin or die unseen.
+        logger.error(
+          { err: e },
+          'scheduler: the elector cannot wait between checks; it stops campaigning',
+        )
+        this.#running = false
+      }
     }
     await this.#stepDown(conn)
     await conn.end({ timeout: 1 }).catch(() => {})
