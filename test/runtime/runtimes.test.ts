@@ -183,6 +183,7 @@ describe.each(RUNTIMES)('$name', (runtime) => {
     const down = await post({ name: 'while-down', command: 'true' }, AbortSignal.timeout(1_000))
     expect(down.status).toBe(503)
     expect(down.headers.get('content-type')).toBe('application/problem+json')
+    expect(((await down.json()) as { type: string }).type).toBe('urn:pgsched:problem:unavailable')
     await proxy.up()
     await waitFor(
       async () => (await post({ name: 'back', command: 'true' })).status === 201,
