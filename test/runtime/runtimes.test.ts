@@ -191,4 +191,19 @@ describe.each(RUNTIMES)('$name', (runtime) => {
       () => `201 once the database is back; output:\n${logs()}`,
     )
   }, 30_000)
+
+  it('stops on SIGTERM: server, scheduler and pool closed, exit code 0', async () => {
+    for (const s of services) expect(await s.stop(), logs()).toBe(0)
+    // Its pools and the elector's session (which held the leader lock) are gone.
+    await waitFor(
+      async () => {
+        const [row] = await t.sql<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'pgsched-%'`
+        return row!.n === 0
+      },
+      5_000,
+      `the ${runtime.name} sessions to close`,
+    )
+  })
 })
