@@ -4,17 +4,13 @@
  *
  *   deno run --allow-net --allow-env --allow-read --node-modules-dir=manual src/runtime/deno.ts
  */
-import { createApp } from '../api/app.ts'
-import { createTokenVerifier } from '../api/tokens.ts'
 import { resolveConfig } from '../core/config.ts'
-import type { Logger } from '../core/types.ts'
-import { createSql } from '../db/client.ts'
-import { Scheduler } from '../scheduler/index.ts'
+import { createConsoleLogger, wire } from './wiring.ts'
 
 declare const Deno: {
   env: { toObject(): Record<string, string> }
   serve(
-    o: { port: number; onListen?: (a: { port: number }) => void },
+    o: { port: number; hostname?: string; onListen?: (a: { port: number }) => void },
     h: (r: Request) => Response | Promise<Response>,
   ): {
     shutdown(): Promise<void>
@@ -24,39 +20,11 @@ declare const Deno: {
 }
 
 const config = resolveConfig(Deno.env.toObject())
-if (!config.databaseUrl) throw new Error('set DATABASE_URL: embedded PostgreSQL is for Node only')
-const log = (level: string) => (obj: object | string, msg?: string) =>
-  console.log(
-    JSON.stringify({ level, ...(typeof obj === 'string' ? { msg: obj } : { ...obj, msg }) }),
-  )
-const logger: Logger = {
-  debug: () => {},
-  info: log('info'),
-  warn: log('warn'),
-  error: log('error'),
-}
-
-const sql = createSql(config.databaseUrl, { applicationName: 'pgsched-deno' })
-const verifyToken = createTokenVerifier({
-  secret: config.jwtSecret,
-  jwksUrl: config.jwksUrl,
-  issuer: config.jwtIssuer,
-  audience: config.jwtAudience,
-})
-const app = createApp({ sql, verifyToken, logger, rateLimitPerMinute: config.rateLimitPerMinute })
-const scheduler = new Scheduler({
-  sql,
-  url: config.databaseUrl,
-  logger,
-  holder: 'deno',
-  leaderPollMs: config.leaderPollSeconds * 1000,
-  heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
-  historyRetentionDays: config.historyRetentionDays,
-})
-scheduler.start()
+const { app, stop } = wire(config, createConsoleLogger(), 'deno')
 const server = Deno.serve(
   {
     port: config.port,
+    hostname: config.host,
     onListen: ({ port }) => console.log(`pgsched API (Deno) listening on http://localhost:${port}`),
   },
   app.fetch,
@@ -64,8 +32,7 @@ const server = Deno.serve(
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   Deno.addSignalListener(signal, async () => {
     await server.shutdown()
-    await scheduler.stop()
-    await sql.end({ timeout: 5 })
+    await stop()
     Deno.exit(0)
   })
 }

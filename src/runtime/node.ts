@@ -12,13 +12,11 @@ import { parseArgs } from 'node:util'
 import { createAdaptorServer } from '@hono/node-server'
 import pino from 'pino'
 
-import { createApp } from '../api/app.ts'
-import { createTokenVerifier, mintToken } from '../api/tokens.ts'
+import { mintToken } from '../api/tokens.ts'
 import { DATA_DIR_DEFAULT, type PgschedConfig, resolveConfig } from '../core/config.ts'
 import { PgschedError } from '../core/errors.ts'
 import { ROLES, type Role } from '../core/types.ts'
 import { createSql } from '../db/client.ts'
-import { Scheduler } from '../scheduler/index.ts'
 import { serveMetrics, startTelemetry } from '../telemetry/node-sdk.ts'
 import { activeTraceIds } from '../telemetry/tracing.ts'
 import { Worker } from '../worker/index.ts'
@@ -26,6 +24,7 @@ import { sandboxSettingsFromConfig } from '../worker/sandbox.ts'
 import { loadTasksFolder } from '../worker/tasks.ts'
 import { type Database, jwtSecret, migrateAll, openDatabase, sqlUrl } from './bootstrap.ts'
 import { answerClientErrors } from './client-errors.ts'
+import { apiFor, schedulerFor, tokenVerifierFor } from './wiring.ts'
 
 const USAGE = `usage: pgsched <command> [--help]
 
@@ -202,33 +201,17 @@ async function run(command: keyof typeof ROLES_OF, config: PgschedConfig): Promi
   }
   if (roles.includes('scheduler')) {
     const holder = `${hostname()}:${process.pid}`
-    const scheduler = new Scheduler({
-      sql,
-      url: db.url,
-      logger,
-      holder,
-      leaderPollMs: config.leaderPollSeconds * 1000,
-      heartbeatTimeoutMs: config.heartbeatTimeoutSeconds * 1000,
-      historyRetentionDays: config.historyRetentionDays,
-    })
+    const scheduler = schedulerFor(config, { sql, url: db.url, logger, holder })
     scheduler.start()
     cleanups.push(() => scheduler.stop())
     logger.info({ holder }, 'pgsched: scheduler started')
   }
   if (roles.includes('api')) {
     const secret = jwtSecret(config, db, { create: true })
-    const verifyToken = createTokenVerifier({
-      secret: secret?.value,
-      jwksUrl: config.jwksUrl,
-      issuer: config.jwtIssuer,
-      audience: config.jwtAudience,
-    })
-    const app = createApp({
+    const app = apiFor(config, {
       sql,
-      verifyToken,
+      verifyToken: tokenVerifierFor(config, secret?.value),
       logger,
-      rateLimitPerMinute: config.rateLimitPerMinute,
-      jobNetwork: config.jobNetwork,
       metrics: () => telemetry.metricsText(),
     })
     // A dev server (embedded database) is for this machine unless PGSCHED_HOST says otherwise.
