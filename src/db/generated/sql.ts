@@ -2674,6 +2674,8 @@ DECLARE
   deleted bigint := 0;
   d integer;
   t text;
+  part text;
+  day_suffix text;
   p record;
   kept_runs pgsched.runs[];
   kept_attempts pgsched.run_attempts[];
@@ -2702,15 +2704,16 @@ BEGIN
     CONTINUE WHEN to_regclass('pgsched.' || pgsched._history_partition('run_events', d)) IS NOT NULL;
     BEGIN
       FOREACH t IN ARRAY tables LOOP
-        CONTINUE WHEN to_regclass('pgsched.' || pgsched._history_partition(t, d)) IS NOT NULL;
+        part := pgsched._history_partition(t, d);
+        CONTINUE WHEN to_regclass('pgsched.' || part) IS NOT NULL;
         EXECUTE format('CREATE TABLE pgsched.%I PARTITION OF pgsched.%I FOR VALUES FROM (%s) TO (%s)',
-          pgsched._history_partition(t, d), t, pgsched._history_bound(d), pgsched._history_bound(d + 1));
+          part, t, pgsched._history_bound(d), pgsched._history_bound(d + 1));
         IF t = 'runs' THEN
           -- UNIQUE (job_id, scheduled_for) per partition: a tick is created at most once a day.
           EXECUTE format('CREATE UNIQUE INDEX %I ON pgsched.%I (job_id, scheduled_for)',
-            pgsched._history_partition(t, d) || '_job_id_scheduled_for_key', pgsched._history_partition(t, d));
+            part || '_job_id_scheduled_for_key', part);
         END IF;
-        created := created || pgsched._history_partition(t, d);
+        created := created || part;
       END LOOP;
     EXCEPTION
       -- check_violation: the DEFAULT partition already holds runs of that day (days were not
@@ -2741,9 +2744,11 @@ BEGIN
       SELECT array_agg(e) INTO kept_events FROM pgsched.run_events e
       WHERE e.run_id >= coalesce(p.lo, -9223372036854775808) AND e.run_id < p.hi
         AND e.run_id = ANY (ARRAY(SELECT (unnest(kept_runs)).id));
+      -- The day's name after the table's (_dYYYYMMDD, or _legacy), the same for all three.
+      day_suffix := substr(p.name, length('runs') + 1);
       FOREACH t IN ARRAY ARRAY['run_events', 'run_attempts', 'runs'] LOOP
-        EXECUTE format('DROP TABLE IF EXISTS pgsched.%I', t || substr(p.name, length('runs') + 1));
-        dropped := dropped || (t || substr(p.name, length('runs') + 1));
+        EXECUTE format('DROP TABLE IF EXISTS pgsched.%I', t || day_suffix);
+        dropped := dropped || (t || day_suffix);
       END LOOP;
       -- Into the DEFAULT partitions directly: the runs' statement triggers (transition log,
       -- settlement) are on the parent and must not fire for a move.
