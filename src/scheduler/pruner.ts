@@ -40,10 +40,11 @@ export function createPruner(o: PrunerOptions): Pruner {
       )
     }
   }
+  const failed = (e: unknown) => o.logger.warn({ err: e }, 'scheduler: history maintenance failed')
   const loop = new Periodic({
     intervalMs: o.intervalMs ?? 600_000,
     pass,
-    onError: (e) => o.logger.warn({ err: e }, 'scheduler: history maintenance failed'),
+    onError: failed,
     onPass: o.onPass,
   })
   let first: Promise<void> = Promise.resolve()
@@ -51,9 +52,7 @@ export function createPruner(o: PrunerOptions): Pruner {
     async start() {
       await loop.start()
       // At once too: the first pass of a leadership creates today's partitions if missing.
-      first = loop
-        .runOnce()
-        .catch((e) => o.logger.warn({ err: e }, 'scheduler: history maintenance failed'))
+      first = loop.runOnce().catch(failed)
     },
     async stop() {
       await loop.stop()
