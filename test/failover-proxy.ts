@@ -23,6 +23,10 @@ export interface BlackholeProxy {
    * without a word while its address moved on (a virtual IP, a DNS name).
    */
   strandExisting(): void
+  /** Plays a stopped server: drops every connection and refuses new ones (stops listening). */
+  down(): Promise<void>
+  /** Listens again, on the same port, after down(). */
+  up(): Promise<void>
   close(): Promise<void>
 }
 
@@ -51,7 +55,7 @@ export async function startBlackholeProxy(url: string): Promise<BlackholeProxy> 
     from.on('end', () => (isCut() || held.length ? held.push(null) : to.end()))
   }
 
-  const server: Server = createServer((client) => {
+  const onConnection = (client: Socket) => {
     const upstream = connect(Number(target.port), target.hostname)
     for (const s of [client, upstream]) {
       sockets.add(s)
@@ -64,9 +68,22 @@ export async function startBlackholeProxy(url: string): Promise<BlackholeProxy> 
     }
     forward(client, upstream)
     forward(upstream, client)
-  })
+  }
   const port = await freePort()
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  let server: Server | undefined
+  const up = () =>
+    new Promise<void>((resolve) => {
+      if (server?.listening) return resolve()
+      server = createServer(onConnection)
+      server.listen(port, '127.0.0.1', resolve)
+    })
+  const down = () => {
+    for (const s of sockets) s.destroy()
+    return new Promise<void>((resolve) =>
+      server?.listening ? server.close(() => resolve()) : resolve(),
+    )
+  }
+  await up()
   const proxied = new URL(url)
   proxied.hostname = '127.0.0.1'
   proxied.port = String(port)
@@ -85,9 +102,8 @@ export async function startBlackholeProxy(url: string): Promise<BlackholeProxy> 
     reset() {
       for (const s of sockets) s.destroy()
     },
-    close() {
-      for (const s of sockets) s.destroy()
-      return new Promise((resolve) => server.close(() => resolve()))
-    },
+    down,
+    up,
+    close: down,
   }
 }

@@ -2,11 +2,11 @@
  * One smoke table of runtimes: the API and the scheduler of each entry (Node's CLI, deno.ts,
  * bun.ts) as real processes, on a database of their own behind a proxy the test can take down.
  */
-import { connect, createServer, type Server, type Socket } from 'node:net'
 import { hostname } from 'node:os'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
+import { type BlackholeProxy, startBlackholeProxy } from '../failover-proxy.ts'
 import { setup, TEST_SECRET, type TestBundle, waitFor } from '../helpers.ts'
 import { freePort, NODE, type Service, startService } from '../processes.ts'
 
@@ -70,48 +70,9 @@ const RUNTIMES: Runtime[] = [
   },
 ]
 
-/**
- * A TCP proxy in front of the database that can play a stopped server: down() drops every
- * connection and refuses new ones, up() listens again on the same port.
- */
-async function startSwitchProxy(url: string) {
-  const target = new URL(url)
-  const port = await freePort()
-  const sockets = new Set<Socket>()
-  let server: Server | undefined
-  const up = () =>
-    new Promise<void>((resolve) => {
-      if (server?.listening) return resolve()
-      server = createServer((client) => {
-        const upstream = connect(Number(target.port), target.hostname)
-        for (const s of [client, upstream]) {
-          sockets.add(s)
-          s.on('close', () => sockets.delete(s))
-          s.on('error', () => {
-            client.destroy()
-            upstream.destroy()
-          })
-        }
-        client.pipe(upstream).pipe(client)
-      })
-      server.listen(port, '127.0.0.1', resolve)
-    })
-  const down = () => {
-    for (const s of sockets) s.destroy()
-    return new Promise<void>((resolve) =>
-      server?.listening ? server.close(() => resolve()) : resolve(),
-    )
-  }
-  await up()
-  const proxied = new URL(url)
-  proxied.hostname = '127.0.0.1'
-  proxied.port = String(port)
-  return { url: proxied.toString(), down, up }
-}
-
 describe.each(RUNTIMES)('$name', (runtime) => {
   let t: TestBundle
-  let proxy: Awaited<ReturnType<typeof startSwitchProxy>>
+  let proxy: BlackholeProxy
   let services: Service[] = []
   let base: string
   let headers: Record<string, string>
@@ -122,7 +83,7 @@ describe.each(RUNTIMES)('$name', (runtime) => {
   beforeAll(
     async () => {
       t = await setup()
-      proxy = await startSwitchProxy(t.url)
+      proxy = await startBlackholeProxy(t.url)
       const port = await freePort()
       base = `http://127.0.0.1:${port}`
       services = await runtime.start({
