@@ -82,7 +82,7 @@ export async function beginAcknowledged<T>(
       throw new CommitUncertainError('the connection broke while committing', { cause: e })
     throw e
   } finally {
-    clearTimeout(waiting)
+    if (waiting !== undefined) clearTimeout(waiting)
   }
   if (unreplicatedCommits(sql) !== before)
     throw new CommitUncertainError(

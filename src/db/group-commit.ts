@@ -168,7 +168,7 @@ type Settled<O> = { ok: true; value: O[] } | { ok: false; error: unknown } | und
 
 /** `p`'s outcome, or undefined if it has not settled within `ms`. */
 function settleWithin<O>(p: Promise<O[]>, ms: number): Promise<Settled<O>> {
-  let timer: ReturnType<typeof setTimeout> | undefined
+  let timer: ReturnType<typeof setTimeout>
   return Promise.race([
     p.then(
       (value): Settled<O> => ({ ok: true, value }),

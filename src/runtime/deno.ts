@@ -2,7 +2,7 @@
  * @module The pgsched API and scheduler on Deno: the portable layers, unchanged. Workers need
  * Node (Graphile Worker, child processes); run them with `npx pgsched worker`.
  *
- *   deno run --allow-net --allow-env --allow-read --node-modules-dir=manual src/runtime/deno.ts
+ *   deno run --allow-net --allow-env --allow-read --allow-sys=hostname --node-modules-dir=manual src/runtime/deno.ts
  */
 import { resolveConfig } from '../core/config.ts'
 import { createConsoleLogger, wire } from './wiring.ts'
@@ -17,10 +17,12 @@ declare const Deno: {
   }
   addSignalListener(signal: 'SIGTERM' | 'SIGINT', fn: () => void): void
   exit(code: number): never
+  hostname(): string
+  pid: number
 }
 
 const config = resolveConfig(Deno.env.toObject())
-const { app, stop } = wire(config, createConsoleLogger(), 'deno')
+const { app, stop } = wire(config, createConsoleLogger(), `deno:${Deno.hostname()}:${Deno.pid}`)
 const server = Deno.serve(
   {
     port: config.port,

@@ -189,7 +189,7 @@ function jitter(ms: number): number {
 class NoAnswer extends Error {}
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
+  let timer: ReturnType<typeof setTimeout>
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new NoAnswer(`no answer from the database in ${ms} ms`)), ms)
   })

@@ -45,6 +45,7 @@ const RUNTIMES: Runtime[] = [
           '--allow-net',
           '--allow-env',
           '--allow-read',
+          '--allow-sys=hostname',
           '--node-modules-dir=manual',
           'src/runtime/deno.ts',
         ],
@@ -53,7 +54,7 @@ const RUNTIMES: Runtime[] = [
         STARTUP_MS,
       ),
     ],
-    holder: () => 'deno',
+    holder: (services) => `deno:${hostname()}:${services[0]!.child.pid}`,
   },
   {
     name: 'Bun',
@@ -66,7 +67,7 @@ const RUNTIMES: Runtime[] = [
         STARTUP_MS,
       ),
     ],
-    holder: () => 'bun',
+    holder: (services) => `bun:${hostname()}:${services[0]!.child.pid}`,
   },
 ]
 
