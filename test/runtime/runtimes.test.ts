@@ -1,11 +1,15 @@
 /**
  * One smoke table of runtimes: the API and the scheduler of each entry (Node's CLI, deno.ts,
- * bun.ts) as real processes, on a database of their own behind a proxy the test can take down.
+ * bun.ts, workerd.ts under `wrangler dev --local`) as real processes, on a database of their own
+ * behind a proxy the test can take down.
  */
-import { hostname } from 'node:os'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
+import { leaderReleaseAll, leaderTryAcquire } from '../../src/db/queries/leader.ts'
 import { type BlackholeProxy, startBlackholeProxy } from '../failover-proxy.ts'
 import { setup, TEST_SECRET, type TestBundle, waitFor } from '../helpers.ts'
 import { freePort, NODE, type Service, startService } from '../processes.ts'
@@ -14,10 +18,44 @@ import { freePort, NODE, type Service, startService } from '../processes.ts'
 interface Runtime {
   name: string
   start(env: Record<string, string>): Promise<Service[]>
-  holder(services: Service[]): string
+  /** Who it leads as: exactly, or a pattern for a name it makes up. */
+  holder(services: Service[]): string | RegExp
+  /** Its exit code on SIGTERM. @default 0 */
+  exitOnTerm?: number
 }
 
 const STARTUP_MS = 40_000
+
+/**
+ * `wrangler dev --local` of wrangler.jsonc on env.PORT, with `args` added and `processEnv` in its
+ * environment.
+ */
+function startWrangler(
+  env: Record<string, string>,
+  args: string[] = [],
+  processEnv: Record<string, string> = {},
+): Promise<Service> {
+  return startService(
+    NODE,
+    [
+      'node_modules/wrangler/bin/wrangler.js',
+      'dev',
+      '--local',
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      env.PORT!,
+      '--persist-to',
+      mkdtempSync(join(tmpdir(), 'pgsched-wrangler-')),
+      '--show-interactive-dev-session=false',
+      ...['DATABASE_URL', 'PGSCHED_JWT_SECRET'].flatMap((k) => ['--var', `${k}:${env[k]}`]),
+      ...args,
+    ],
+    { WRANGLER_SEND_METRICS: 'false', CI: '1', ...processEnv },
+    'Ready on',
+    STARTUP_MS,
+  )
+}
 
 const RUNTIMES: Runtime[] = [
   {
@@ -69,6 +107,15 @@ const RUNTIMES: Runtime[] = [
     ],
     holder: (services) => `bun:${hostname()}:${services[0]!.child.pid}`,
   },
+  {
+    name: 'workerd',
+    // The API per request; the scheduler in its Durable Object, woken by the first request.
+    start: async (env) => [await startWrangler(env)],
+    holder: () => /^workerd:[0-9a-f]{8}$/,
+    // wrangler ends workerd and exits as killed by the signal: a Worker has no shutdown hook; its
+    // sockets (the scheduler's session among them) close with the process.
+    exitOnTerm: 143,
+  },
 ]
 
 describe.each(RUNTIMES)('$name', (runtime) => {
@@ -78,6 +125,12 @@ describe.each(RUNTIMES)('$name', (runtime) => {
   let base: string
   let headers: Record<string, string>
   const logs = () => services.map((s) => s.logs()).join('\n')
+  const sessions = async (applicationName: string) => {
+    const [row] = await t.sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name LIKE ${applicationName}`
+    return row!.n
+  }
   const post = (body: unknown, signal?: AbortSignal) =>
     fetch(`${base}/v1/jobs`, { method: 'POST', headers, body: JSON.stringify(body), signal })
 
@@ -137,7 +190,9 @@ describe.each(RUNTIMES)('$name', (runtime) => {
       () => `two ticks fired by the ${runtime.name} scheduler; output:\n${logs()}`,
     )
     const [leader] = await t.sql`SELECT holder FROM pgsched.leader`
-    expect(leader!.holder).toBe(runtime.holder(services))
+    const holder = runtime.holder(services)
+    if (typeof holder === 'string') expect(leader!.holder).toBe(holder)
+    else expect(leader!.holder).toMatch(holder)
   })
 
   it('answers 503 within a second while the database is down, 201 once it is back', async () => {
@@ -154,18 +209,116 @@ describe.each(RUNTIMES)('$name', (runtime) => {
     )
   }, 30_000)
 
-  it('stops on SIGTERM: server, scheduler and pool closed, exit code 0', async () => {
-    for (const s of services) expect(await s.stop(), logs()).toBe(0)
+  it('stops on SIGTERM: server, scheduler and pool closed, with its exit code', async () => {
+    for (const s of services) expect(await s.stop(), logs()).toBe(runtime.exitOnTerm ?? 0)
     // Its pools and the elector's session (which held the leader lock) are gone.
     await waitFor(
-      async () => {
-        const [row] = await t.sql<{ n: number }[]>`
-          SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE datname = current_database() AND application_name LIKE 'pgsched-%'`
-        return row!.n === 0
-      },
+      async () => (await sessions('pgsched-%')) === 0,
       5_000,
       `the ${runtime.name} sessions to close`,
     )
   })
+})
+
+/** wrangler.jsonc with a Hyperdrive binding added, written to a folder of its own. */
+function wranglerConfigWithHyperdrive(): string {
+  const jsonc = readFileSync('wrangler.jsonc', 'utf8')
+  // Whole-line comments only: the file has no other kind.
+  const config = JSON.parse(jsonc.replace(/^\s*\/\/.*$/gm, ''))
+  config.main = resolve(config.main)
+  config.hyperdrive = [{ binding: 'HYPERDRIVE', id: '0'.repeat(32) }]
+  const file = join(mkdtempSync(join(tmpdir(), 'pgsched-wrangler-config-')), 'wrangler.json')
+  writeFileSync(file, JSON.stringify(config))
+  return file
+}
+
+describe('workerd with Hyperdrive', () => {
+  let t: TestBundle
+  let wrangler: Service | undefined
+
+  beforeAll(async () => {
+    t = await setup()
+  })
+
+  afterAll(async () => {
+    await wrangler?.stop()
+    await t.close()
+  })
+
+  it(
+    "connects the API through the binding's connection string",
+    async () => {
+      const port = String(await freePort())
+      // DATABASE_URL leads nowhere: only the binding (wrangler's local Hyperdrive) reaches Postgres.
+      wrangler = await startWrangler(
+        {
+          DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none',
+          PGSCHED_JWT_SECRET: TEST_SECRET,
+          PORT: port,
+        },
+        ['--config', wranglerConfigWithHyperdrive()],
+        { CLOUDFLARE_HYPERDRIVE_LOCAL_CONNECTION_STRING_HYPERDRIVE: t.url },
+      )
+      const base = `http://127.0.0.1:${port}`
+      expect((await fetch(`${base}/readyz`)).status, wrangler.logs()).toBe(200)
+      const token = await t.token('alice', 'submitter')
+      const res = await fetch(`${base}/v1/jobs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'through-hyperdrive', command: 'true' }),
+      })
+      expect(res.status, wrangler.logs()).toBe(201)
+    },
+    2 * STARTUP_MS,
+  )
+})
+
+describe('workerd Cron Trigger', () => {
+  let t: TestBundle
+  let wrangler: Service | undefined
+
+  beforeAll(async () => {
+    t = await setup()
+  })
+
+  afterAll(async () => {
+    await wrangler?.stop()
+    await t.close()
+  })
+
+  it(
+    'fires due ticks itself while another process leads and fires none',
+    async () => {
+      // The test's own session holds the leader lock, as a leader that has stopped ticking would.
+      const lock = await t.sql.reserve()
+      try {
+        expect(await leaderTryAcquire(lock)).toBe(true)
+        const port = String(await freePort())
+        wrangler = await startWrangler(
+          { DATABASE_URL: t.url, PGSCHED_JWT_SECRET: TEST_SECRET, PORT: port },
+          ['--test-scheduled'],
+        )
+        const token = await t.token('alice', 'submitter')
+        const res = await t.request('POST', '/v1/jobs', {
+          token,
+          body: { name: 'minutely', command: 'true', schedule: '* * * * * *' },
+        })
+        expect(res.status).toBe(201)
+        const runs = async () => {
+          const [row] = await t.sql<{ n: number }[]>`
+          SELECT count(*)::int AS n FROM pgsched.runs WHERE job_id = ${res.body.job_id}`
+          return row!.n
+        }
+        await new Promise((r) => setTimeout(r, 1_500))
+        expect(await runs()).toBe(0)
+        const tick = await fetch(`http://127.0.0.1:${port}/__scheduled?cron=*+*+*+*+*`)
+        expect(tick.status, wrangler.logs()).toBe(200)
+        expect(await runs(), wrangler.logs()).toBeGreaterThanOrEqual(1)
+      } finally {
+        await leaderReleaseAll(lock)
+        lock.release()
+      }
+    },
+    2 * STARTUP_MS,
+  )
 })
