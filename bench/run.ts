@@ -21,6 +21,7 @@ import { queueDepth } from './workloads/depth.ts'
 import { endToEnd } from './workloads/e2e.ts'
 import { historyDepth } from './workloads/history.ts'
 import { pickupLatency } from './workloads/pickup.ts'
+import { runtimes } from './workloads/runtimes.ts'
 import { submitThroughput } from './workloads/submit.ts'
 import { telemetryCost } from './workloads/telemetry.ts'
 
@@ -33,6 +34,7 @@ const WORKLOADS: [string, Workload][] = [
   ['depth', queueDepth],
   ['history', historyDepth],
   ['capacity', capacity],
+  ['runtimes', runtimes],
 ]
 
 async function main(): Promise<void> {

@@ -220,7 +220,10 @@ function sectionTable(s: Section): string {
   const unit = (m: string) => s.figures.find((f) => f.metric === m)!.unit
   const value = (sys: string, m: string): Figure | undefined =>
     s.figures.find((f) => f.system === sys && f.metric === m)
-  const baselines = systems.filter((x) => x !== SYSTEMS.pgsched)
+  // A section of pgsched alone in several settings (e.g. runtimes) has no baselines.
+  const baselines = systems.includes(SYSTEMS.pgsched)
+    ? systems.filter((x) => x !== SYSTEMS.pgsched)
+    : []
   const rows = metrics.map((m) => {
     const mine = value(SYSTEMS.pgsched, m)?.value
     return [

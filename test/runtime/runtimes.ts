@@ -42,7 +42,8 @@ export function startWrangler(
       '--persist-to',
       mkdtempSync(join(tmpdir(), 'pgsched-wrangler-')),
       '--show-interactive-dev-session=false',
-      ...['DATABASE_URL', 'PGSCHED_JWT_SECRET'].flatMap((k) => ['--var', `${k}:${env[k]}`]),
+      // Settings reach a Worker as vars; PORT is wrangler's own.
+      ...Object.entries(env).flatMap(([k, v]) => (k === 'PORT' ? [] : ['--var', `${k}:${v}`])),
       ...args,
     ],
     { WRANGLER_SEND_METRICS: 'false', CI: '1', ...processEnv },
