@@ -276,6 +276,21 @@ describe('ticks', () => {
     expect(after!.n).toBe(1)
   })
 
+  it('sleeps while no schedule is active, instead of passing again at once', async () => {
+    const passes: unknown[] = []
+    const ticker = new Ticker({
+      sql: t.sql,
+      logger: silentLogger,
+      onPass: (error) => passes.push(error),
+    })
+    await ticker.start()
+    started.push(ticker)
+    await waitFor(() => passes.length > 0, 5_000, 'the first pass')
+    await new Promise((r) => setTimeout(r, 500))
+    // One pass, then the safety-net sleep (30 s) or a NOTIFY: it used to pass every millisecond.
+    expect(passes).toEqual([undefined])
+  })
+
   it('fires a due job whose next_run_at has sub-millisecond precision', async () => {
     // An operator (or any tool) may write next_run_at with now(): microseconds, as Postgres keeps.
     const id = await submitCron('micro', '*/10 * * * * *')

@@ -273,7 +273,9 @@ export async function jobPlanIfUnplanned(sql: Sql, jobId: number): Promise<void>
 export async function jobNextDueInMs(sql: Sql): Promise<number | null> {
   const [row] = await sql<{ ms: number | null }[]>`
     SELECT CASE WHEN bool_or(next_run_at IS NULL) THEN 0
-      ELSE greatest(0, extract(epoch FROM min(next_run_at) - now()) * 1000) END::float8 AS ms
+      ELSE extract(epoch FROM min(next_run_at) - now()) * 1000 END::float8 AS ms
     FROM pgsched.jobs WHERE status = 'active' AND schedule IS NOT NULL`
-  return row!.ms
+  // No active schedule gives NULL; greatest(0, NULL) in SQL would give 0 (it skips NULLs), and
+  // the ticker would then pass again at once, forever.
+  return row!.ms === null ? null : Math.max(0, row!.ms)
 }
