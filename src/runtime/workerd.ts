@@ -13,7 +13,7 @@
  * - The scheduler lives in one Durable Object, SchedulerHost, which keeps a Durable Object's I/O
  *   across its own events and is kept awake by an alarm every few seconds. It connects straight
  *   to DATABASE_URL, never through Hyperdrive: leadership is a session advisory lock, which a
- *   transaction pool would hand to other clients. Election is unchanged: the lock decides, the
+ *   transaction pool would hand to other clients, and the ticker is woken by LISTEN. Election is unchanged: the lock decides, the
  *   object only hosts a campaigner, beside any Node or Deno scheduler.
  * - A Cron Trigger (every minute) wakes the object and fires due ticks itself, so schedules keep
  *   firing, at one-minute granularity, if the object is gone (every tick write is safe to repeat).
