@@ -14,19 +14,17 @@ import { requester, setup, TEST_SECRET, type TestBundle, waitFor } from './helpe
 
 const APPLICATION_NAME = 'pgsched-per-request-test'
 
-/** A PerRequestSql on `url` that keeps, for each pool it opens, the transactions begun and whether it was ended. */
+/** A PerRequestSql on `url` that keeps, for each pool it opens, its statements and whether it was ended. */
 function countingPools(url: string) {
-  const pools: { sql: SqlPool; begins: number; ended: boolean }[] = []
+  const pools: { sql: SqlPool; statements: string[]; ended: boolean }[] = []
   const source: PerRequestSql = {
     perRequest() {
       const sql = createSql(url, { applicationName: APPLICATION_NAME })
-      const pool = { sql, begins: 0, ended: false }
-      // Counting wrappers on the pool itself: the app keys its group commits by the pool.
-      const { begin, end } = sql
-      sql.begin = ((...args: Parameters<typeof begin>) => {
-        pool.begins++
-        return begin(...args)
-      }) as typeof begin
+      const pool = { sql, statements: [] as string[], ended: false }
+      // On the pool itself, not a wrapper: the app keys its group commits by the pool. postgres.js
+      // hands every statement a connection sends to options.debug.
+      sql.options.debug = (_connection, statement) => void pool.statements.push(statement)
+      const { end } = sql
       sql.end = (o) => {
         pool.ended = true
         return end(o)
@@ -122,9 +120,12 @@ describe('a pool per request', () => {
     )
     expect(answers.map((a) => a.status)).toEqual(Array(20).fill(201))
     expect(new Set(pools.map((p) => p.sql)).size).toBe(20)
-    // A group commit shared between requests would write several submissions on one pool and
-    // none on the others.
-    expect(pools.map((p) => p.begins)).toEqual(Array(20).fill(1))
+    // A group commit shared between requests (the rate limit's, the submissions') would write
+    // several requests' calls on one pool and none on the others.
+    const ran = (p: (typeof pools)[number], what: string) =>
+      p.statements.filter((s) => s.includes(what)).length
+    expect(pools.map((p) => ran(p, 'take_submission_tokens'))).toEqual(Array(20).fill(1))
+    expect(pools.map((p) => ran(p, 'pgsched.submit_job('))).toEqual(Array(20).fill(1))
     expect(pools.every((p) => p.ended)).toBe(true)
     await waitFor(async () => (await openConnections()) === 0, 10_000, 'no connection left open')
   })
