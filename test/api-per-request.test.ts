@@ -3,7 +3,7 @@
  * opens its own pool and ends it after its response, whatever the answer; nothing (a group
  * commit, a connection) is shared between requests; the app's memory (the breaker) is.
  */
-import { createServer, type Server } from 'node:net'
+import { createServer, type Server, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { createApp, type PerRequestSql } from '../src/api/app.ts'
@@ -135,6 +135,10 @@ describe('the breaker, across per-request pools', () => {
   let server: Server
   let attempts = 0
   let url: string
+  let startingUp: Buffer
+  // While set, connections are held unanswered (a database that hangs) instead.
+  let hold: Socket[] | undefined
+  const sockets = new Set<Socket>()
 
   beforeAll(async () => {
     // A server still starting up: it answers every connection with PostgreSQL's 57P03 ("the
@@ -143,15 +147,20 @@ describe('the breaker, across per-request pools', () => {
     const body = Buffer.from(`${fields.join('\0')}\0\0`)
     const length = Buffer.alloc(4)
     length.writeInt32BE(body.length + 4)
-    const startingUp = Buffer.concat([Buffer.from('E'), length, body])
+    startingUp = Buffer.concat([Buffer.from('E'), length, body])
     server = createServer((socket) => {
       attempts++
-      socket.once('data', () => socket.end(startingUp))
+      sockets.add(socket)
+      if (hold) hold.push(socket)
+      else socket.once('data', () => socket.end(startingUp))
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     url = `postgres://x@127.0.0.1:${(server.address() as { port: number }).port}/x`
   })
-  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  })
 
   it('opens after failures on several requests, then refuses the next without trying to connect', async () => {
     const { source, pools } = countingPools(url)
@@ -175,5 +184,31 @@ describe('the breaker, across per-request pools', () => {
     expect(attempts).toBe(tried)
     expect(pools).toHaveLength(4)
     expect(pools.every((p) => p.ended)).toBe(true)
+  })
+
+  it('refuses a request that comes while the half-open probe is in flight, rather than hold it on the probe', async () => {
+    const { source } = countingPools(url)
+    const request = requester(appOn(source))
+    const admin = await t.token('ops', 'admin')
+    const get = () => request('GET', '/v1/jobs', { token: admin })
+    for (let i = 0; i < 3; i++) expect((await get()).status).toBe(503)
+    expect((await get()).headers.get('retry-after')).toBe('2')
+    // Past the breaker's half-open delay (2 s), the next request probes: it hangs on its connection.
+    await new Promise((resolve) => setTimeout(resolve, 2100))
+    hold = []
+    const held = hold
+    let probeSettled = false
+    const probe = get().finally(() => {
+      probeSettled = true
+    })
+    await waitFor(() => held.length > 0, 10_000, 'the probe to connect')
+    // Another request now is answered at once, without waiting on the probe's I/O (which
+    // workerd would refuse to resume it on).
+    const other = await get()
+    expect(probeSettled).toBe(false)
+    expect(other).toMatchObject({ status: 503, body: { status: 503 } })
+    hold = undefined
+    for (const socket of held) socket.end(startingUp)
+    expect((await probe).status).toBe(503)
   })
 })

@@ -15,7 +15,8 @@ export interface PerRequestSql {
 /** Seconds a per-request pool's statements still in flight get to finish once the response is out. */
 const END_TIMEOUT_SECONDS = 5
 
-function isPerRequest(sql: SqlPool | PerRequestSql): sql is PerRequestSql {
+/** Whether `sql` opens a pool per request. */
+export function isPerRequest(sql: SqlPool | PerRequestSql): sql is PerRequestSql {
   return typeof (sql as Partial<PerRequestSql>).perRequest === 'function'
 }
 
