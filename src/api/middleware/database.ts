@@ -45,6 +45,10 @@ export function databasePool(source: SqlPool | PerRequestSql): MiddlewareHandler
     }
   }
   return async (c, next) => {
+    // Made for every request that comes this far, but postgres.js connects on a pool's first
+    // statement only: /healthz, /metrics, a 401 or a refusal by the breaker connect to nothing.
+    // (A lazy stand-in for the pool would not be the pool: db/client.ts and the group commits
+    // know a pool by its identity.)
     const sql = source.perRequest(c)
     c.set('sql', sql)
     try {
