@@ -107,7 +107,7 @@ describe('a pool per request', () => {
     await waitFor(async () => (await openConnections()) === 0, 10_000, 'no connection left open')
   })
 
-  it('keeps concurrent submissions apart: a pool each, running only its own request's statements, nothing left open', async () => {
+  it('keeps concurrent submissions apart: a pool each, running only the statements of its own request, nothing left open', async () => {
     const { source, pools } = countingPools(t.url)
     const request = requester(appOn(source))
     const answers = await Promise.all(
