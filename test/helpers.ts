@@ -81,6 +81,33 @@ export interface TestBundle {
   close(): Promise<void>
 }
 
+/** TestBundle.request for any app: calls it in-process, JSON in and out. */
+export function requester(app: ReturnType<typeof createApp>): TestBundle['request'] {
+  return async (method, path, o = {}) => {
+    const headers: Record<string, string> = { ...o.headers }
+    if (o.token) headers.authorization = `Bearer ${o.token}`
+    if (o.body !== undefined) headers['content-type'] = 'application/json'
+    const res = await app.request(path, {
+      method,
+      headers,
+      body:
+        o.body === undefined
+          ? undefined
+          : typeof o.body === 'string'
+            ? o.body
+            : JSON.stringify(o.body),
+    })
+    const text = await res.text()
+    const json = res.headers.get('content-type')?.includes('json') && text
+    return {
+      status: res.status,
+      body: json ? JSON.parse(text) : null,
+      text,
+      headers: res.headers,
+    }
+  }
+}
+
 let counter = 0
 let schedulers = 0
 let roles = 0
@@ -115,29 +142,7 @@ export async function setup(options: SetupOptions = {}): Promise<TestBundle> {
     sql,
     app,
     token: (sub, ...roles) => mintToken(TEST_SECRET, sub, roles, 3600),
-    async request(method, path, o = {}) {
-      const headers: Record<string, string> = { ...o.headers }
-      if (o.token) headers.authorization = `Bearer ${o.token}`
-      if (o.body !== undefined) headers['content-type'] = 'application/json'
-      const res = await app.request(path, {
-        method,
-        headers,
-        body:
-          o.body === undefined
-            ? undefined
-            : typeof o.body === 'string'
-              ? o.body
-              : JSON.stringify(o.body),
-      })
-      const text = await res.text()
-      const json = res.headers.get('content-type')?.includes('json') && text
-      return {
-        status: res.status,
-        body: json ? JSON.parse(text) : null,
-        text,
-        headers: res.headers,
-      }
-    },
+    request: requester(app),
     async startWorker(o = {}) {
       const worker = new Worker({
         sql,

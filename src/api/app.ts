@@ -7,6 +7,7 @@ import type { SqlPool } from '../db/client.ts'
 import { LoadShedding } from './load-shedding.ts'
 import { type AppEnv, allow, authenticate } from './middleware/auth.ts'
 import { databaseBreaker } from './middleware/breaker.ts'
+import { databasePool, isPerRequest, type PerRequestSql } from './middleware/database.ts'
 import { fieldErrors, onError, problem } from './middleware/problem.ts'
 import { httpTelemetry, submissionMetrics } from './middleware/telemetry.ts'
 import { registerAdminRoutes } from './routes/admin.ts'
@@ -29,9 +30,21 @@ const HEADER_LIMIT_BYTES = 8 * 1024
 /** @see HEADER_LIMIT_BYTES */
 export const HEADERS_LIMIT_BYTES = 16 * 1024
 
+export type { PerRequestSql }
+
 /** What the API needs. Internal seam: may change without notice. */
 export interface AppDeps {
-  sql: SqlPool
+  /**
+   * The database: one pool for the app's whole life, or a PerRequestSql that opens a pool for
+   * each request and has it ended after the response (workerd, where a socket belongs to the one
+   * request that opened it). Either way the app, and what it keeps in memory (the circuit breaker,
+   * the cached degradation level), lives across requests; routes read the request's pool as
+   * `c.get('sql')`. Per request, nothing is grouped across requests: concurrent REST submissions are
+   * one transaction each rather than one group commit, so a burst costs more commits. And only
+   * what one request does can use session features (a prepared statement, a session setting, an
+   * advisory lock): the next request has another connection.
+   */
+  sql: SqlPool | PerRequestSql
   verifyToken: TokenVerifier
   logger: Logger
   /** Submissions a minute per user. @default RATE_LIMIT_PER_MINUTE_DEFAULT (core/config.ts) */
@@ -85,7 +98,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     }
     await next()
   })
-  registerHealthRoutes(app, deps.sql)
+  // Before everything that touches the database: it reads the request's pool from the context.
+  app.use('*', databasePool(deps.sql))
+  registerHealthRoutes(app)
   const { metrics } = deps
   if (metrics) {
     // Not in the OpenAPI document: it is for Prometheus, not API clients. No database breaker:
@@ -103,13 +118,13 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
         problem(c, 'too_large', `the request body is larger than ${BODY_LIMIT_BYTES} bytes`),
     }),
   )
-  app.use('/v1/*', databaseBreaker({ logger: deps.logger }))
-  const shed = new LoadShedding(deps.sql, deps.rateLimitPerMinute)
-  registerJobRoutes(app, deps.sql, shed, deps.jobNetwork)
-  registerRunRoutes(app, deps.sql, shed)
-  registerClusterRoutes(app, deps.sql)
-  registerAdminRoutes(app, deps.sql, shed, deps.logger)
-  registerJobLimitRoutes(app, deps.sql, deps.logger)
+  app.use('/v1/*', databaseBreaker({ logger: deps.logger, probeAlone: isPerRequest(deps.sql) }))
+  const shed = new LoadShedding(deps.rateLimitPerMinute)
+  registerJobRoutes(app, shed, deps.jobNetwork)
+  registerRunRoutes(app, shed)
+  registerClusterRoutes(app)
+  registerAdminRoutes(app, shed, deps.logger)
+  registerJobLimitRoutes(app, deps.logger)
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearerAuth', {
     type: 'http',

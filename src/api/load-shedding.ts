@@ -7,13 +7,14 @@ import type { Context } from 'hono'
 import { RATE_LIMIT_PER_MINUTE_DEFAULT } from '../core/config.ts'
 import { PgschedError } from '../core/errors.ts'
 import type { SqlPool } from '../db/client.ts'
-import { GroupCommit } from '../db/group-commit.ts'
+import { GroupCommit, perPool } from '../db/group-commit.ts'
 import { degradationGet } from '../db/queries/degradation.ts'
 import {
   type TokenRequest,
   type TokenTake,
   takeSubmissionTokensMany,
 } from '../db/queries/limits.ts'
+import type { AppEnv } from './middleware/auth.ts'
 import { DEGRADED_RETRY_AFTER_SECONDS } from './middleware/problem.ts'
 import { noteRefusal } from './middleware/telemetry.ts'
 
@@ -31,27 +32,36 @@ interface HistoryBounds {
   since?: Date
 }
 
-/** One per app: it caches the degradation level briefly. */
+/**
+ * One per app: it caches the degradation level briefly, across requests. What it reads and
+ * writes goes through the request's pool (`c.get('sql')`); only the level, a plain value, is shared.
+ */
 export class LoadShedding {
-  readonly #sql: SqlPool
   readonly #perMinute: number
-  // Concurrent requests take their tokens in one statement: one round trip for a burst.
-  readonly #tokens: GroupCommit<TokenRequest, TokenTake>
+  // Concurrent requests on one pool take their tokens in one statement: one round trip for a
+  // burst on the shared pool.
+  readonly #tokens: (sql: SqlPool) => GroupCommit<TokenRequest, TokenTake>
   #level: { value: number; at: number } | undefined
 
-  constructor(sql: SqlPool, rateLimitPerMinute = RATE_LIMIT_PER_MINUTE_DEFAULT) {
-    this.#sql = sql
+  constructor(rateLimitPerMinute = RATE_LIMIT_PER_MINUTE_DEFAULT) {
     this.#perMinute = rateLimitPerMinute
-    this.#tokens = new GroupCommit(sql, (pool, requests) =>
-      takeSubmissionTokensMany(pool, requests, rateLimitPerMinute),
+    this.#tokens = perPool(
+      (sql) =>
+        new GroupCommit(sql, (pool, requests) =>
+          takeSubmissionTokensMany(pool, requests, rateLimitPerMinute),
+        ),
     )
   }
 
-  /** The degradation level, at most LEVEL_TTL_MS old. */
-  async level(): Promise<number> {
+  /**
+   * The degradation level, at most LEVEL_TTL_MS old, read on `sql` when stale. Requests that find
+   * it stale together each read it: no read in flight is shared, since on workerd a request may
+   * not wait on another's I/O.
+   */
+  async level(sql: SqlPool): Promise<number> {
     const now = Date.now()
     if (!this.#level || now - this.#level.at > LEVEL_TTL_MS) {
-      this.#level = { value: (await degradationGet(this.#sql)).level, at: now }
+      this.#level = { value: (await degradationGet(sql)).level, at: now }
     }
     return this.#level.value
   }
@@ -65,14 +75,15 @@ export class LoadShedding {
    * Admits `n` submissions by `user`, or throws 503 (level 4) or 429 (over the limit; nothing
    * was written). Sets the RateLimit headers on the response either way.
    */
-  async admitSubmissions(c: Context, user: string, n: number): Promise<void> {
-    if ((await this.level()) >= 4) {
+  async admitSubmissions(c: Context<AppEnv>, user: string, n: number): Promise<void> {
+    const sql = c.get('sql')
+    if ((await this.level(sql)) >= 4) {
       noteRefusal(c, 'degradation')
       throw new PgschedError('unavailable', 'new submissions are refused: degradation level 4', {
         headers: { 'retry-after': String(DEGRADED_RETRY_AFTER_SECONDS) },
       })
     }
-    const take = await this.#tokens.run({ owner: user, n })
+    const take = await this.#tokens(sql).run({ owner: user, n })
     const policy = `"submissions";q=${this.#perMinute};w=60`
     const reset = take.allowed ? 0 : (take.retry_after_seconds ?? 60)
     const headers = {
@@ -98,8 +109,8 @@ export class LoadShedding {
   }
 
   /** The bounds of a history page of `limit` items; capped (and said so) from level 2. */
-  async history(c: Context, limit: number): Promise<HistoryBounds> {
-    const level = await this.level()
+  async history(c: Context<AppEnv>, limit: number): Promise<HistoryBounds> {
+    const level = await this.level(c.get('sql'))
     if (level < 2) return { limit }
     c.header(
       'pgsched-degradation',

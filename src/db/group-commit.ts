@@ -180,6 +180,23 @@ function settleWithin<O>(p: Promise<O[]>, ms: number): Promise<Settled<O>> {
   ]).finally(() => clearTimeout(timer))
 }
 
+/**
+ * `make(sql)` once per pool, the same value for every later call with that pool: a GroupCommit
+ * groups only calls on its own pool, so calls on a pool opened for one request (api/app.ts,
+ * PerRequestSql) form their own groups, while calls on a shared pool group across requests.
+ */
+export function perPool<T extends object>(make: (sql: SqlPool) => T): (sql: SqlPool) => T {
+  const made = new WeakMap<SqlPool, T>()
+  return (sql) => {
+    let value = made.get(sql)
+    if (value === undefined) {
+      value = make(sql)
+      made.set(sql, value)
+    }
+    return value
+  }
+}
+
 /** Writes items with `write`, grouping concurrent ones into shared transactions. */
 export class GroupCommit<I, O> {
   readonly #sql: SqlPool

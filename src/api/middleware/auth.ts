@@ -3,10 +3,14 @@ import type { MiddlewareHandler } from 'hono'
 
 import { PgschedError } from '../../core/errors.ts'
 import type { Principal, Role } from '../../core/types.ts'
+import type { SqlPool } from '../../db/client.ts'
 import type { TokenVerifier } from '../tokens.ts'
 
-/** Hono environment of the API: the authenticated principal travels in the context. */
-export type AppEnv = { Variables: { principal: Principal } }
+/**
+ * Hono environment of the API: the request's database pool (middleware/database.ts) and the
+ * authenticated principal travel in the context.
+ */
+export type AppEnv = { Variables: { sql: SqlPool; principal: Principal } }
 
 /** Rejects requests without a valid bearer token (401) and stores the principal. */
 export function authenticate(verify: TokenVerifier): MiddlewareHandler<AppEnv> {

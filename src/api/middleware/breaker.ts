@@ -40,6 +40,13 @@ interface BreakerOptions {
   halfOpenAfterMs?: number
   /** A request that takes longer answers 503 and counts as a failure. @default 4000 */
   requestTimeoutMs?: number
+  /**
+   * Refuse (503) a request that comes while the half-open probe is in flight, rather than hold
+   * it until the probe decides: with a pool per request (workerd) a request may not wait on a
+   * promise that another request's I/O settles.
+   * @default false
+   */
+  probeAlone?: boolean
 }
 
 /**
@@ -70,6 +77,9 @@ export function databaseBreaker(o: BreakerOptions): MiddlewareHandler {
   const policy = wrap(breaker, timeout(timeoutMs, TimeoutStrategy.Aggressive))
   const retryAfter = Math.ceil(halfOpenAfter / 1000)
   return async (c, next) => {
+    if (o.probeAlone && breaker.state === CircuitState.HalfOpen) {
+      return databaseUnavailable(c, retryAfter)
+    }
     try {
       await policy.execute(async () => {
         await next()

@@ -2,7 +2,7 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 
 import type { Logger } from '../../core/types.ts'
-import type { Sql, SqlPool } from '../../db/client.ts'
+import type { Sql } from '../../db/client.ts'
 import { degradationEvents, degradationGet, degradationSet } from '../../db/queries/degradation.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow } from '../middleware/auth.ts'
@@ -20,7 +20,6 @@ async function state(sql: Sql) {
 /** Registers GET and PUT /v1/admin/degradation. */
 export function registerAdminRoutes(
   app: OpenAPIHono<AppEnv>,
-  sql: SqlPool,
   shed: LoadShedding,
   logger: Logger,
 ): void {
@@ -34,7 +33,7 @@ export function registerAdminRoutes(
       responses: { 200: jsonResponse(DegradationSchema, 'The state'), ...problems },
     }),
     async (c) => {
-      return c.json(await state(sql), 200)
+      return c.json(await state(c.get('sql')), 200)
     },
   )
 
@@ -57,6 +56,7 @@ export function registerAdminRoutes(
     async (c) => {
       const p = c.get('principal')
       const change = c.req.valid('json')
+      const sql = c.get('sql')
       const d = await degradationSet(sql, change, p.sub)
       shed.forget()
       logger.warn(

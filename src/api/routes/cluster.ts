@@ -2,7 +2,6 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 import { z } from 'zod'
 
-import type { SqlPool } from '../../db/client.ts'
 import { leaderStatus } from '../../db/queries/leader.ts'
 import { workerList } from '../../db/queries/workers.ts'
 import { type AppEnv, allow } from '../middleware/auth.ts'
@@ -11,7 +10,7 @@ import { SchedulerSchema, WorkerSchema } from '../schemas.ts'
 import { jsonify } from '../serialize.ts'
 
 /** Registers GET /v1/workers and GET /v1/scheduler. */
-export function registerClusterRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
+export function registerClusterRoutes(app: OpenAPIHono<AppEnv>): void {
   app.openapi(
     createRoute({
       method: 'get',
@@ -26,7 +25,7 @@ export function registerClusterRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): v
       },
     }),
     async (c) => {
-      return c.json({ items: (await workerList(sql)).map(jsonify) }, 200)
+      return c.json({ items: (await workerList(c.get('sql'))).map(jsonify) }, 200)
     },
   )
 
@@ -43,7 +42,7 @@ export function registerClusterRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): v
       },
     }),
     async (c) => {
-      return c.json(jsonify(await leaderStatus(sql)), 200)
+      return c.json(jsonify(await leaderStatus(c.get('sql'))), 200)
     },
   )
 }

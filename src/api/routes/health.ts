@@ -1,7 +1,6 @@
 /** @module Health routes, without auth: /healthz (alive) and /readyz (database and schema ready). */
 import type { OpenAPIHono } from '@hono/zod-openapi'
 
-import type { SqlPool } from '../../db/client.ts'
 import { latestMigrationVersion } from '../../db/migrator.ts'
 import { migrationsLatestApplied } from '../../db/queries/migrations.ts'
 import type { AppEnv } from '../middleware/auth.ts'
@@ -14,14 +13,14 @@ import type { AppEnv } from '../middleware/auth.ts'
 export const READY_TIMEOUT_MS = 2000
 
 /** Registers /healthz and /readyz. */
-export function registerHealthRoutes(app: OpenAPIHono<AppEnv>, sql: SqlPool): void {
+export function registerHealthRoutes(app: OpenAPIHono<AppEnv>): void {
   app.get('/healthz', (c) => c.json({ status: 'ok' }))
   app.get('/readyz', async (c) => {
     const want = latestMigrationVersion()
     let timer: ReturnType<typeof setTimeout> | undefined
     try {
       const have = await Promise.race([
-        migrationsLatestApplied(sql),
+        migrationsLatestApplied(c.get('sql')),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error('no answer')), READY_TIMEOUT_MS)
         }),

@@ -2,7 +2,6 @@
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 
 import type { Logger } from '../../core/types.ts'
-import type { SqlPool } from '../../db/client.ts'
 import {
   type JobLimitCeilings,
   settingsJobLimits,
@@ -19,11 +18,7 @@ function shown(s: JobLimitCeilings) {
 }
 
 /** Registers GET and PUT /v1/admin/job-limits. */
-export function registerJobLimitRoutes(
-  app: OpenAPIHono<AppEnv>,
-  sql: SqlPool,
-  logger: Logger,
-): void {
+export function registerJobLimitRoutes(app: OpenAPIHono<AppEnv>, logger: Logger): void {
   app.openapi(
     createRoute({
       method: 'get',
@@ -34,7 +29,7 @@ export function registerJobLimitRoutes(
       responses: { 200: jsonResponse(JobLimitCeilingsSchema, 'The ceilings'), ...problems },
     }),
     async (c) => {
-      return c.json(shown(await settingsJobLimits(sql)), 200)
+      return c.json(shown(await settingsJobLimits(c.get('sql'))), 200)
     },
   )
 
@@ -56,7 +51,11 @@ export function registerJobLimitRoutes(
     async (c) => {
       const p = c.get('principal')
       const change = c.req.valid('json')
-      const now = await settingsSetJobLimits(sql, change.ceilings ?? {}, change.network_allowed)
+      const now = await settingsSetJobLimits(
+        c.get('sql'),
+        change.ceilings ?? {},
+        change.network_allowed,
+      )
       logger.warn({ ...shown(now), actor: p.sub }, 'api: job limit ceilings set')
       return c.json(shown(now), 200)
     },

@@ -5,8 +5,9 @@ import { z } from 'zod'
 import { PgschedError } from '../../core/errors.ts'
 import { SUBMISSION_DEFAULTS } from '../../core/submission-defaults.ts'
 import type { Job } from '../../core/types.ts'
-import type { Sql, SqlPool } from '../../db/client.ts'
+import type { Sql } from '../../db/client.ts'
 import { beginAcknowledged } from '../../db/commit.ts'
+import { perPool } from '../../db/group-commit.ts'
 import {
   jobCancel,
   jobGet,
@@ -106,11 +107,11 @@ function batchSpan(
 /** Registers the job routes; `jobNetwork` says whether non-admins may ask for network access. */
 export function registerJobRoutes(
   app: OpenAPIHono<AppEnv>,
-  sql: SqlPool,
   shed: LoadShedding,
   jobNetwork: 'deny' | 'allow' = 'deny',
 ): void {
-  const batcher = submitBatcher(sql)
+  // One batcher per pool: the shared pool's groups span requests, a per-request pool's do not.
+  const batcherFor = perPool(submitBatcher)
   app.openapi(
     createRoute({
       method: 'post',
@@ -145,7 +146,7 @@ export function registerJobRoutes(
         },
         async (span) => {
           // The run stores this span as its origin: its attempts continue or link to it.
-          const submitted = await batcher.run({
+          const submitted = await batcherFor(c.get('sql')).run({
             submission: {
               ...body,
               run_at: body.run_at ? new Date(body.run_at) : null,
@@ -188,7 +189,7 @@ export function registerJobRoutes(
       const [name, options] = batchSpan(jobs)
       // Answered only after a commit that may be acknowledged (db/commit.ts).
       const results = await inSpan(name, options, () =>
-        beginAcknowledged(sql, async (tx) => {
+        beginAcknowledged(c.get('sql'), async (tx) => {
           const submitted = await jobSubmitBatch(tx, jobs, p.sub, currentTraceparent())
           const out = []
           for (const r of submitted) out.push(await withFirstTick(tx, r))
@@ -216,7 +217,7 @@ export function registerJobRoutes(
       const p = c.get('principal')
       const q = c.req.valid('query')
       const bounds = await shed.history(c, q.limit)
-      const rows = await jobList(sql, {
+      const rows = await jobList(c.get('sql'), {
         owner: ownerScope(p),
         status: q.status,
         name: q.name,
@@ -242,7 +243,7 @@ export function registerJobRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param')
-      return c.json(jsonify(await visibleJob(sql, c, id)), 200)
+      return c.json(jsonify(await visibleJob(c.get('sql'), c, id)), 200)
     },
   )
 
@@ -262,7 +263,7 @@ export function registerJobRoutes(
     async (c) => {
       const { id } = c.req.valid('param')
       const patch = c.req.valid('json')
-      const job = await sql.begin(async (tx) => {
+      const job = await c.get('sql').begin(async (tx) => {
         const job = await visibleJob(tx, c, id)
         if (job.status === 'cancelled' || job.status === 'completed') {
           throw new PgschedError('conflict', `job ${id} is ${job.status} and cannot change`)
@@ -300,7 +301,7 @@ export function registerJobRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param')
-      const job = await sql.begin(async (tx) => {
+      const job = await c.get('sql').begin(async (tx) => {
         const job = await visibleJob(tx, c, id)
         if (job.status === 'completed')
           throw new PgschedError('conflict', `job ${id} has already completed`)
@@ -323,7 +324,7 @@ export function registerJobRoutes(
     }),
     async (c) => {
       const { id } = c.req.valid('param')
-      const run = await beginAcknowledged(sql, async (tx) => {
+      const run = await beginAcknowledged(c.get('sql'), async (tx) => {
         await visibleJob(tx, c, id)
         const { owner: _owner, ...run } = (await runGet(tx, await jobTrigger(tx, id)))!
         return run
@@ -345,6 +346,7 @@ export function registerJobRoutes(
     async (c) => {
       const { id } = c.req.valid('param')
       const q = c.req.valid('query')
+      const sql = c.get('sql')
       await visibleJob(sql, c, id)
       const bounds = await shed.history(c, q.limit)
       const rows = await runListForJob(sql, id, { before: cursorId(q.cursor), ...bounds })

@@ -3,7 +3,7 @@ import { createRoute, type OpenAPIHono } from '@hono/zod-openapi'
 
 import { PgschedError } from '../../core/errors.ts'
 import type { Principal } from '../../core/types.ts'
-import type { Sql, SqlPool } from '../../db/client.ts'
+import type { Sql } from '../../db/client.ts'
 import { runAttempts, runGet, runListDead, runRetryDead } from '../../db/queries/runs.ts'
 import type { LoadShedding } from '../load-shedding.ts'
 import { type AppEnv, allow, ownerScope, requireVisible } from '../middleware/auth.ts'
@@ -20,11 +20,7 @@ async function runDetail(sql: Sql, p: Principal, id: number) {
 }
 
 /** Registers the run routes. */
-export function registerRunRoutes(
-  app: OpenAPIHono<AppEnv>,
-  sql: SqlPool,
-  shed: LoadShedding,
-): void {
+export function registerRunRoutes(app: OpenAPIHono<AppEnv>, shed: LoadShedding): void {
   app.openapi(
     createRoute({
       method: 'get',
@@ -40,7 +36,7 @@ export function registerRunRoutes(
     }),
     async (c) => {
       const p = c.get('principal')
-      return c.json(await runDetail(sql, p, c.req.valid('param').id), 200)
+      return c.json(await runDetail(c.get('sql'), p, c.req.valid('param').id), 200)
     },
   )
 
@@ -60,7 +56,7 @@ export function registerRunRoutes(
     async (c) => {
       const p = c.get('principal')
       const { id } = c.req.valid('param')
-      const run = await sql.begin(async (tx) => {
+      const run = await c.get('sql').begin(async (tx) => {
         const run = requireVisible(p, 'run', id, await runGet(tx, id))
         if (!(await runRetryDead(tx, id))) {
           throw new PgschedError(
@@ -91,7 +87,7 @@ export function registerRunRoutes(
       const p = c.get('principal')
       const q = c.req.valid('query')
       const bounds = await shed.history(c, q.limit)
-      const rows = await runListDead(sql, {
+      const rows = await runListDead(c.get('sql'), {
         owner: ownerScope(p),
         before: cursorId(q.cursor),
         ...bounds,
