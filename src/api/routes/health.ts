@@ -34,7 +34,7 @@ export function registerHealthRoutes(app: OpenAPIHono<AppEnv>): void {
     } catch {
       return c.json({ status: 'unready', reason: 'database unreachable' }, 503)
     } finally {
-      clearTimeout(timer)
+      if (timer !== undefined) clearTimeout(timer)
     }
   })
 }
