@@ -12,11 +12,40 @@ import { createSql } from '../../src/db/client.ts'
 import { freePort, type Service } from '../../test/processes.ts'
 import { RUNTIMES } from '../../test/runtime/runtimes.ts'
 import type { Ctx, Figure, Section, Workload } from '../lib/context.ts'
-import { cpuWindow } from '../lib/measure.ts'
+import { cpuWindow, percentile } from '../lib/measure.ts'
 import { BENCH_SECRET } from '../lib/pgsched.ts'
 import { restLoad } from './submit.ts'
 
 const CLIENTS = 16
+
+/**
+ * What a request costs the database on a new connection (workerd's case without Hyperdrive):
+ * connecting (fork, SCRAM, postgres.js' type fetch), then a first and a second submit_job in
+ * that backend (the first compiles the PL/pgSQL functions and plans their statements). Medians.
+ */
+async function coldBackend(url: string, times: number) {
+  const samples: [number, number, number][] = []
+  for (let i = 0; i < times; i++) {
+    const t0 = performance.now()
+    const sql = createSql(url, { max: 1 })
+    try {
+      await sql`SELECT 1`
+      const t1 = performance.now()
+      await sql`SELECT pgsched.submit_job(name => 'cold', task => 'noop')`
+      const t2 = performance.now()
+      await sql`SELECT pgsched.submit_job(name => 'cold', task => 'noop')`
+      samples.push([t1 - t0, t2 - t1, performance.now() - t2])
+    } finally {
+      await sql.end()
+    }
+  }
+  const median = (k: 0 | 1 | 2) =>
+    percentile(
+      samples.map((x) => x[k]),
+      50,
+    )
+  return { connect: median(0), first: median(1), second: median(2) }
+}
 
 /** Busy CPU-seconds of the whole machine so far (every core: user, system, irq, steal). */
 function machineBusySeconds(): number {
@@ -74,6 +103,11 @@ export const runtimes: Workload = async (ctx: Ctx): Promise<Section> => {
       await sql.end()
     }
   }
+  const times = ctx.scale(20, 5)
+  const cold = await coldBackend(await ctx.pg.createPgschedDatabase('bench_runtimes_cold'), times)
+  notes.push(
+    `A new connection, as workerd opens per request without Hyperdrive (medians of ${times}, postgres.js from Node): connecting and a first \`SELECT 1\` ${cold.connect.toFixed(1)} ms; then a first \`submit_job\` ${cold.first.toFixed(1)} ms and a second ${cold.second.toFixed(1)} ms in the same backend.`,
+  )
   notes.push(
     `Each runtime's API and scheduler started as in test/runtime/runtimes.ts (Node: the \`api\` and \`scheduler\` processes; workerd: \`wrangler dev --local\`, the API per request, no Hyperdrive), on a database of its own; autocannon in the benchmark process, ${seconds} s per load, body \`{"name":"bench","task":"noop"}\`. "The runtime" is its process tree (for workerd, wrangler's Node process and workerd); "the whole machine" adds Postgres, the load generator and everything else running, from /proc/stat. Sessions opened per request come from pg_stat_database.sessions.`,
   )
