@@ -190,6 +190,8 @@ describe('workerd Cron Trigger', () => {
           SELECT count(*)::int AS n FROM pgsched.runs WHERE job_id = ${res.body.job_id}`
           return row!.n
         }
+        // That nothing fires needs a window: the first tick is due within a second of the
+        // submission, and no scheduler may fire it while the test holds the lock.
         await new Promise((r) => setTimeout(r, 1_500))
         expect(await runs()).toBe(0)
         const tick = await fetch(`http://127.0.0.1:${port}/__scheduled?cron=*+*+*+*+*`)
