@@ -3,11 +3,17 @@
  * bun.ts, workerd.ts under `wrangler dev --local`) as real processes, on a database of their own
  * behind a proxy the test can take down.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
 import { leaderReleaseAll, leaderTryAcquire } from '../../src/db/queries/leader.ts'
 import { type BlackholeProxy, startBlackholeProxy } from '../failover-proxy.ts'
 import { setup, TEST_SECRET, type TestBundle, waitFor } from '../helpers.ts'
+import {
+  IDP_AUDIENCE,
+  IDP_ISSUER,
+  type IdentityProvider,
+  startIdentityProvider,
+} from '../identity-provider.ts'
 import { freePort, type Service } from '../processes.ts'
 import { RUNTIMES, STARTUP_MS, startWrangler, wranglerConfigWithHyperdrive } from './runtimes.ts'
 
@@ -113,17 +119,25 @@ describe.each(RUNTIMES)('$name', (runtime) => {
   })
 })
 
-describe('workerd with Hyperdrive', () => {
+describe('workerd, one setting per test', () => {
   let t: TestBundle
+  let idp: IdentityProvider
   let wrangler: Service | undefined
 
   beforeAll(async () => {
     t = await setup()
+    // Slow keys: every request of the provider's test arrives while the first fetch is in flight.
+    idp = await startIdentityProvider(500)
+  })
+
+  afterEach(async () => {
+    await wrangler?.stop()
+    wrangler = undefined
   })
 
   afterAll(async () => {
-    await wrangler?.stop()
-    await t.close()
+    await idp?.close()
+    await t?.close()
   })
 
   it(
@@ -152,20 +166,35 @@ describe('workerd with Hyperdrive', () => {
     },
     2 * STARTUP_MS,
   )
-})
 
-describe('workerd Cron Trigger', () => {
-  let t: TestBundle
-  let wrangler: Service | undefined
-
-  beforeAll(async () => {
-    t = await setup()
-  })
-
-  afterAll(async () => {
-    await wrangler?.stop()
-    await t.close()
-  })
+  it(
+    "verifies tokens with the provider's keys, ten first requests at once",
+    async () => {
+      const port = String(await freePort())
+      wrangler = await startWrangler({
+        DATABASE_URL: t.url,
+        PGSCHED_JWKS_URL: idp.jwksUrl,
+        PGSCHED_JWT_ISSUER: IDP_ISSUER,
+        PGSCHED_JWT_AUDIENCE: IDP_AUDIENCE,
+        PORT: port,
+      })
+      const tokens = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => idp.sign({ sub: `user${i}` })),
+      )
+      const statuses = await Promise.all(
+        tokens.map(async (token) => {
+          const res = await fetch(`http://127.0.0.1:${port}/v1/jobs`, {
+            headers: { authorization: `Bearer ${token}` },
+            signal: AbortSignal.timeout(10_000),
+          })
+          return res.status
+        }),
+      )
+      expect(statuses, wrangler.logs()).toEqual(tokens.map(() => 200))
+      expect(idp.fetches()).toBeGreaterThan(0)
+    },
+    2 * STARTUP_MS,
+  )
 
   it(
     'fires due ticks itself while another process leads and fires none',
