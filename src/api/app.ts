@@ -7,7 +7,7 @@ import type { SqlPool } from '../db/client.ts'
 import { LoadShedding } from './load-shedding.ts'
 import { type AppEnv, allow, authenticate } from './middleware/auth.ts'
 import { databaseBreaker } from './middleware/breaker.ts'
-import { databasePool, isPerRequest, type PerRequestSql } from './middleware/database.ts'
+import { databasePool, type PerRequestSql } from './middleware/database.ts'
 import { fieldErrors, onError, problem } from './middleware/problem.ts'
 import { httpTelemetry, submissionMetrics } from './middleware/telemetry.ts'
 import { registerAdminRoutes } from './routes/admin.ts'
@@ -118,7 +118,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
         problem(c, 'too_large', `the request body is larger than ${BODY_LIMIT_BYTES} bytes`),
     }),
   )
-  app.use('/v1/*', databaseBreaker({ logger: deps.logger, probeAlone: isPerRequest(deps.sql) }))
+  app.use('/v1/*', databaseBreaker({ logger: deps.logger }))
   const shed = new LoadShedding(deps.rateLimitPerMinute)
   registerJobRoutes(app, shed, deps.jobNetwork)
   registerRunRoutes(app, shed)
