@@ -2,9 +2,6 @@
  * Tokens of an identity provider: the verifier with PGSCHED_JWKS_URL against a real JWKS served
  * on loopback, and what it says when a token or the provider fails.
  */
-import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
-
 import { generateKeyPair } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
@@ -18,6 +15,7 @@ import {
   type IdentityProvider,
   startIdentityProvider,
 } from './identity-provider.ts'
+import { freePort } from './processes.ts'
 
 describe('the token verifier with an identity provider (JWKS)', () => {
   let idp: IdentityProvider
@@ -73,11 +71,7 @@ describe('the token verifier with an identity provider (JWKS)', () => {
   })
 
   it("answers unavailable (503, retry later) while the provider's keys cannot be read", async () => {
-    const closed = createServer()
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
-    const port = (closed.address() as AddressInfo).port
-    await new Promise((resolve) => closed.close(resolve))
-    const e = await refusal(verifier(`http://127.0.0.1:${port}/jwks`)(await sign()))
+    const e = await refusal(verifier(`http://127.0.0.1:${await freePort()}/jwks`)(await sign()))
     expect(e.code).toBe('unavailable')
     expect(e.headers['retry-after']).toBe('5')
   })

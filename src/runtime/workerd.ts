@@ -25,6 +25,7 @@ import type { PerRequestSql } from '../api/app.ts'
 import { type PgschedConfig, resolveConfig } from '../core/config.ts'
 import { createSql } from '../db/client.ts'
 import type { Scheduler } from '../scheduler/index.ts'
+import { Ticker } from '../scheduler/ticker.ts'
 import { apiFor, createConsoleLogger, schedulerFor, tokenVerifierFor } from './wiring.ts'
 
 /** The Worker's bindings (wrangler.jsonc): PGSCHED_* settings and secrets are plain strings. */
@@ -88,12 +89,13 @@ export default {
 
   async scheduled(_event: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
     ctx.waitUntil(schedulerObject(env).fetch('https://scheduler/wake'))
-    const config = configOf(env)
-    const url = directUrl(config)
-    const sql = createSql(url, { applicationName: 'pgsched-workerd-cron', max: 1 })
+    const sql = createSql(directUrl(configOf(env)), {
+      applicationName: 'pgsched-workerd-cron',
+      max: 1,
+    })
     try {
-      // A scheduler that never campaigns: one pass of the ticker, leading or not.
-      await schedulerFor(config, { sql, url, logger, holder: 'workerd-cron' }).runOnce('ticker')
+      // One pass of the ticker, leading or not (unfenced: every tick write is safe to repeat).
+      await new Ticker({ sql, logger }).runOnce()
     } finally {
       await sql.end({ timeout: 5 })
     }

@@ -16,7 +16,7 @@ export interface PerRequestSql {
 const END_TIMEOUT_SECONDS = 5
 
 /** Whether `sql` opens a pool per request. */
-export function isPerRequest(sql: SqlPool | PerRequestSql): sql is PerRequestSql {
+function isPerRequest(sql: SqlPool | PerRequestSql): sql is PerRequestSql {
   return typeof (sql as Partial<PerRequestSql>).perRequest === 'function'
 }
 
